@@ -1,0 +1,226 @@
+"""The op table: the single source of truth for every operation of the language.
+
+Every pass reads this table: the parser (names and arities), the printer and the LaTeX
+renderer (symbols, templates), the checker (kinds), the interpreter and code generators
+(torch implementations), the simplifier (sympy forms) and the complexity measure (costs).
+`tests/dsl/test_ops.py` checks that every op is complete in every column.
+
+Values and layouts
+------------------
+A value is either a *scalar* (`lr`, `t`, hyperparameters, constants and anything computed
+from scalars only) or a *tensor* of the parameter's shape. The interpreter runs in one of
+two layouts, described by `lead`, the number of leading replica axes:
+
+* ``lead == 0``: one parameter; scalars are 0-d tensors, tensors have the parameter's shape.
+* ``lead == 1``: R replicas at once; tensors are ``[R, *shape]`` and scalars ``[R, 1, ..., 1]``
+  (so a per-replica learning rate broadcasts). Reductions run over the non-replica axes.
+
+Reductions (`norm`, `rms`, `mean`, `dot`) and the matrix ops (`orth`, `row_mean`, `col_mean`)
+return a value of their input's shape ("broadcast back"), so every tensor value in a
+program has the parameter's shape and ops compose without shape errors.
+
+Matrix view: a tensor of shape ``(d0, d1, ..., dk)`` is seen as the matrix
+``d0 x (d1*...*dk)`` (as Muon does for convolution kernels). A 1-D tensor of n entries is seen
+as an ``n x 1`` column, so ``row_mean(x) == x``, ``col_mean(x) == mean(x)`` and
+``orth(x) == x / norm(x)`` up to the Newton–Schulz approximation. This choice makes the
+factored Adafactor estimate reduce exactly to the unfactored one on vectors, as in the paper.
+
+Domains
+-------
+The language follows IEEE-754 and torch everywhere; no op is "protected". Results outside an
+op's domain are NaN or ±inf (``sqrt(-1) = nan``, ``log(0) = -inf``, ``x / 0 = ±inf`` or nan),
+and the evaluators score a run that produces them as diverged. This keeps exported optimizers
+plain torch and exactly equal to the interpreter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable
+
+import sympy
+import torch
+
+__all__ = ["Op", "OpKind", "OPS", "INFIX", "UNARY_MINUS", "newton_schulz", "matrix_view"]
+
+
+class OpKind(str, Enum):
+    ELEMENTWISE = "elementwise"
+    REDUCTION = "reduction"  # per-tensor reduction over the non-replica axes, broadcast back
+    MATRIX = "matrix"  # acts on the matrix view of a tensor, result has the input's shape
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation of the language. `torch_fn(lead, *args)` computes it (see module doc);
+    `sympy_fn(*args)` gives its exact math; `latex` is a `str.format` template over the
+    arguments' LaTeX; `cost` counts towards a program's complexity; `domain` documents the
+    behaviour on the op's whole domain."""
+
+    name: str
+    arity: int
+    kind: OpKind
+    torch_fn: Callable[..., torch.Tensor]
+    sympy_fn: Callable[..., sympy.Expr]
+    latex: str
+    cost: int
+    domain: str
+    symbol: str | None = None  # infix operator in the surface syntax, if any
+
+
+# ---- helpers shared by the torch implementations -------------------------------------------
+
+def _reduce_dims(lead: int, x: torch.Tensor) -> tuple[int, ...]:
+    return tuple(range(lead, x.dim()))
+
+
+def _broadcast_reduction(lead: int, x: torch.Tensor, fn) -> torch.Tensor:
+    dims = _reduce_dims(lead, x)
+    if not dims:  # a scalar: reduction over nothing
+        return fn(x, None)
+    return fn(x, dims).expand_as(x)
+
+
+def _sum(x, dims):
+    return x if dims is None else x.sum(dim=dims, keepdim=True)
+
+
+def _mean(x, dims):
+    return x if dims is None else x.mean(dim=dims, keepdim=True)
+
+
+def _norm(x, dims):
+    return x.abs() if dims is None else torch.linalg.vector_norm(x, dim=dims, keepdim=True)
+
+
+def _rms(x, dims):
+    return x.abs() if dims is None else x.square().mean(dim=dims, keepdim=True).sqrt()
+
+
+def matrix_view(lead: int, x: torch.Tensor) -> torch.Tensor:
+    """The ``rows x cols`` matrix view of each replica of `x` (see module doc)."""
+    shape = x.shape[lead:]
+    rows = shape[0] if len(shape) >= 1 else 1
+    return x.reshape(*x.shape[:lead], rows, -1)
+
+
+# Muon's quintic Newton–Schulz coefficients (Jordan et al., 2024).
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+NS_STEPS = 5
+NS_EPS = 1e-7
+
+
+def newton_schulz(m: torch.Tensor, steps: int = NS_STEPS) -> torch.Tensor:
+    """Approximate orthogonalisation U V^T of each matrix in `m` (``[..., rows, cols]``) by
+    Muon's quintic Newton–Schulz iteration, in the input's dtype."""
+    a, b, c = NS_COEFFS
+    x = m / (torch.linalg.matrix_norm(m, keepdim=True) + NS_EPS)
+    transposed = m.shape[-2] > m.shape[-1]
+    if transposed:
+        x = x.mT
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if transposed else x
+
+
+def _orth(lead, x):
+    return newton_schulz(matrix_view(lead, x)).reshape(x.shape)
+
+
+def _row_mean(lead, x):
+    m = matrix_view(lead, x)
+    return m.mean(dim=-1, keepdim=True).expand_as(m).reshape(x.shape)
+
+
+def _col_mean(lead, x):
+    m = matrix_view(lead, x)
+    return m.mean(dim=-2, keepdim=True).expand_as(m).reshape(x.shape)
+
+
+def _interp(lead, x, y, a):
+    # (1 - a) * x + a * y, computed as torch.optim does its moving averages
+    # (`m.lerp_(g, 1 - beta)`), so seeds and exports agree with torch bit for bit.
+    return torch.lerp(y, x, 1 - a)
+
+
+def _opaque(name: str) -> Callable[..., sympy.Expr]:
+    f = sympy.Function(name)
+    return lambda *args: f(*args)
+
+
+def _op(name, arity, kind, torch_fn, sympy_fn, latex, cost, domain, symbol=None) -> Op:
+    return Op(name, arity, kind, torch_fn, sympy_fn, latex, cost, domain, symbol)
+
+
+E, R, M = OpKind.ELEMENTWISE, OpKind.REDUCTION, OpKind.MATRIX
+
+_TABLE: tuple[Op, ...] = (
+    # arithmetic (infix in the surface syntax)
+    _op("add", 2, E, lambda l, x, y: x + y, lambda x, y: x + y, "{0} + {1}", 1,
+        "all reals; inf + -inf = nan", "+"),
+    _op("sub", 2, E, lambda l, x, y: x - y, lambda x, y: x - y, "{0} - {1}", 1,
+        "all reals; inf - inf = nan", "-"),
+    _op("mul", 2, E, lambda l, x, y: x * y, lambda x, y: x * y, "{0} \\, {1}", 1,
+        "all reals; 0 * inf = nan", "*"),
+    _op("div", 2, E, lambda l, x, y: x / y, lambda x, y: x / y, "\\frac{{{0}}}{{{1}}}", 1,
+        "x / 0 = ±inf for x != 0, 0 / 0 = nan", "/"),
+    _op("pow", 2, E, lambda l, x, y: torch.pow(x, y), lambda x, y: x**y, "{0}^{{{1}}}", 2,
+        "torch.pow: a negative base with a non-integer exponent gives nan; 0 ** -1 = inf", "**"),
+    # unary elementwise
+    _op("neg", 1, E, lambda l, x: -x, lambda x: -x, "-{0}", 1, "all reals"),
+    _op("abs", 1, E, lambda l, x: x.abs(), sympy.Abs, "\\left|{0}\\right|", 1, "all reals"),
+    _op("sign", 1, E, lambda l, x: torch.sign(x), sympy.sign, "\\operatorname{{sign}}({0})", 1,
+        "-1, 0 or 1; sign(0) = 0, sign(nan) = nan"),
+    _op("sqrt", 1, E, lambda l, x: torch.sqrt(x), sympy.sqrt, "\\sqrt{{{0}}}", 2,
+        "x >= 0; sqrt of a negative number is nan"),
+    _op("rsqrt", 1, E, lambda l, x: torch.rsqrt(x), lambda x: 1 / sympy.sqrt(x),
+        "\\frac{{1}}{{\\sqrt{{{0}}}}}", 2, "x > 0; rsqrt(0) = inf, negative x gives nan"),
+    _op("square", 1, E, lambda l, x: x * x, lambda x: x**2, "{0}^{{2}}", 1, "all reals"),
+    _op("exp", 1, E, lambda l, x: torch.exp(x), sympy.exp, "e^{{{0}}}", 3,
+        "all reals; overflows to inf above about 709 (float64) or 88 (float32)"),
+    _op("log", 1, E, lambda l, x: torch.log(x), sympy.log, "\\log {0}", 3,
+        "x > 0; log(0) = -inf, negative x gives nan"),
+    _op("tanh", 1, E, lambda l, x: torch.tanh(x), sympy.tanh, "\\tanh {0}", 3, "all reals"),
+    _op("arctan", 1, E, lambda l, x: torch.atan(x), sympy.atan, "\\arctan {0}", 3,
+        "all reals"),
+    _op("clip", 3, E, lambda l, x, lo, hi: torch.minimum(torch.maximum(x, lo), hi),
+        lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi),
+        "\\operatorname{{clip}}({0}, {1}, {2})", 2,
+        "min(max(x, lo), hi); when lo > hi the result is hi; nan in any argument gives nan"),
+    _op("min", 2, E, lambda l, x, y: torch.minimum(x, y), sympy.Min,
+        "\\min({0}, {1})", 1, "elementwise; nan in either argument gives nan"),
+    _op("max", 2, E, lambda l, x, y: torch.maximum(x, y), sympy.Max,
+        "\\max({0}, {1})", 1, "elementwise; nan in either argument gives nan"),
+    _op("interp", 3, E, _interp, lambda x, y, a: (1 - a) * x + a * y,
+        "\\operatorname{{interp}}({0}, {1}, {2})", 2,
+        "(1 - a) * x + a * y for all reals (a need not lie in [0, 1])"),
+    # per-tensor reductions, broadcast back to the input's shape
+    _op("norm", 1, R, lambda l, x: _broadcast_reduction(l, x, _norm), _opaque("norm"),
+        "\\lVert {0} \\rVert", 3, "L2 norm over the tensor; norm of a scalar is abs"),
+    _op("rms", 1, R, lambda l, x: _broadcast_reduction(l, x, _rms), _opaque("rms"),
+        "\\operatorname{{rms}}({0})", 3,
+        "sqrt(mean(x ** 2)) over the tensor; rms of a scalar is abs"),
+    _op("mean", 1, R, lambda l, x: _broadcast_reduction(l, x, _mean), _opaque("mean"),
+        "\\overline{{{0}}}", 3, "mean over the tensor; mean of a scalar is itself"),
+    _op("dot", 2, R, lambda l, x, y: _broadcast_reduction(l, x * y, _sum), _opaque("dot"),
+        "\\langle {0}, {1} \\rangle", 3, "sum(x * y) over the tensor"),
+    # matrix ops on the matrix view (see module doc)
+    _op("orth", 1, M, _orth, _opaque("orth"), "\\operatorname{{orth}}({0})", 8,
+        "Newton–Schulz (5 quintic steps, Muon's coefficients) towards U V^T of the matrix "
+        "view, after scaling by 1 / (norm + 1e-7); orth(0) = 0; a 1-D x gives about "
+        "x / norm(x)"),
+    _op("row_mean", 1, M, _row_mean, _opaque("row_mean"),
+        "\\operatorname{{rowmean}}({0})", 3,
+        "mean of each row of the matrix view, broadcast along the row; identity on 1-D"),
+    _op("col_mean", 1, M, _col_mean, _opaque("col_mean"),
+        "\\operatorname{{colmean}}({0})", 3,
+        "mean of each column of the matrix view, broadcast down the column; mean on 1-D"),
+)
+
+OPS: dict[str, Op] = {op.name: op for op in _TABLE}
+INFIX: dict[str, str] = {op.symbol: op.name for op in _TABLE if op.symbol}
+UNARY_MINUS = "neg"
+
+assert len(OPS) == len(_TABLE), "duplicate op name"
