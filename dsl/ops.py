@@ -42,7 +42,8 @@ from typing import Callable
 import sympy
 import torch
 
-__all__ = ["Op", "OpKind", "OPS", "INFIX", "UNARY_MINUS", "newton_schulz", "matrix_view"]
+__all__ = ["Op", "OpKind", "OPS", "INFIX", "UNARY_MINUS", "newton_schulz", "matrix_view",
+           "fold_constant"]
 
 
 class OpKind(str, Enum):
@@ -224,3 +225,13 @@ INFIX: dict[str, str] = {op.symbol: op.name for op in _TABLE if op.symbol}
 UNARY_MINUS = "neg"
 
 assert len(OPS) == len(_TABLE), "duplicate op name"
+
+
+def fold_constant(op: str, args: tuple[float, ...] | list[float]) -> float | None:
+    """The value of `op` applied to constants, computed in float64 by the op's own torch
+    implementation, or None when that is not a finite number or `op` needs a tensor."""
+    if OPS[op].kind is OpKind.MATRIX:
+        return None
+    with torch.no_grad():
+        value = float(OPS[op].torch_fn(0, *(torch.tensor(a, dtype=torch.float64) for a in args)))
+    return value if value == value and abs(value) != float("inf") else None

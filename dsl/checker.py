@@ -1,0 +1,161 @@
+"""The checker: abstract execution of a program over kinds and dependencies.
+
+Each value is abstracted to its kind (a scalar, or a tensor of the parameter's shape: every
+tensor value has that shape, see `dsl.ops`) and the set of inputs it depends on. That is
+enough to find what makes a rule meaningless before any training is spent on it:
+
+errors
+  * a matrix op (`orth`, `row_mean`, `col_mean`) applied to a scalar;
+  * a step that does not depend on the gradient `g`;
+  * a broken IR (an unknown op, a name read before assignment), from mutations, not parsing.
+warnings (the simplifier removes what they point at)
+  * a state slot that is neither read nor written, or read but never written (it stays 0);
+  * a state slot that never affects the step (dead state);
+  * a statement whose value is never used (dead code); a hyperparameter never read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import Diagnostic, RuleError, line_of
+from .ir import INPUTS, SCALAR_INPUTS, Program, validate
+from .ops import OPS, OpKind
+
+__all__ = ["Report", "check", "complexity", "ensure_valid", "live_statements", "live_states",
+           "unchanged_states"]
+
+
+@dataclass(frozen=True)
+class Report:
+    errors: tuple[Diagnostic, ...]
+    warnings: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def first_reason(self) -> str:
+        """A short machine-friendly reason for the first error (for rejection counters)."""
+        return self.errors[0].message.split(":")[0] if self.errors else ""
+
+
+def ensure_valid(p: Program) -> Program:
+    """`p` if it passes the checker, else raise `RuleError` with the errors."""
+    report = check(p)
+    if not report.ok:
+        raise RuleError(list(report.errors))
+    return p
+
+
+def check(p: Program) -> Report:
+    errors: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
+
+    def at(index: int | None, message: str, severity: str = "error") -> Diagnostic:
+        o = p.origin
+        if o is None:
+            return Diagnostic(message, p.name, severity=severity)
+        if index is None:
+            line, col = o.def_pos
+        elif index >= len(p.body):
+            line, col = o.return_pos
+        else:
+            line, col = o.stmt_pos[index]
+        return Diagnostic(message, o.filename, line, col, line_of(o.source, line), severity)
+
+    try:
+        validate(p)
+    except ValueError as e:
+        return Report((at(None, f"invalid program: {e}"),), ())
+
+    # kind: True for a tensor; deps: the inputs and state slots a value depends on
+    tensor: dict[str, bool] = {name: name not in SCALAR_INPUTS for name in INPUTS}
+    deps: dict[str, frozenset[str]] = {name: frozenset((name,)) for name in INPUTS}
+    for s in p.state:
+        tensor[s], deps[s] = True, frozenset((s,))
+    for h, _ in p.hyperparams:
+        tensor[h], deps[h] = False, frozenset((h,))
+    empty: frozenset[str] = frozenset()
+    for i, s in enumerate(p.body):
+        op = OPS[s.op]
+        arg_tensor = [isinstance(a, str) and tensor[a] for a in s.args]
+        if op.kind is OpKind.MATRIX and not arg_tensor[0]:
+            errors.append(at(i, f"{s.op}() needs a tensor, but its argument is a scalar"))
+        tensor[s.target] = any(arg_tensor)
+        deps[s.target] = empty.union(*(deps[a] for a in s.args if isinstance(a, str)))
+
+    def deps_of(a) -> frozenset[str]:
+        return deps[a] if isinstance(a, str) else empty
+
+    if "g" not in deps_of(p.step):
+        errors.append(at(len(p.body), "the step does not depend on the gradient 'g'"))
+
+    live = live_states(p, deps_of)
+    unchanged = unchanged_states(p)
+    updates = [a for a, s in zip(p.returns[1:], p.state) if s not in unchanged]
+    read = deps_of(p.step).union(*(deps_of(a) for a in updates))
+    for k, s in enumerate(p.state):
+        written = s not in unchanged
+        if s not in read and not written:
+            warnings.append(at(None, f"state '{s}' is neither read nor written", "warning"))
+        elif not written:
+            warnings.append(at(None, f"state '{s}' is never updated: it stays zero", "warning"))
+        elif s not in live:
+            warnings.append(at(None, f"state '{s}' never affects the step", "warning"))
+
+    used = live_statements(p)
+    for i, s in enumerate(p.body):
+        if i not in used:
+            warnings.append(at(i, f"the value of '{s.target}' is never used", "warning"))
+    for h, _ in p.hyperparams:
+        if h not in read:
+            warnings.append(at(None, f"hyperparameter '{h}' is never used", "warning"))
+    return Report(tuple(errors), tuple(warnings))
+
+
+def live_states(p: Program, deps_of=None) -> frozenset[str]:
+    """State slots that affect the step, directly or through other state slots."""
+    if deps_of is None:
+        deps_of = _dependencies(p)
+    states = frozenset(p.state)
+    live = deps_of(p.step) & states
+    while True:
+        grown = live.union(*(deps_of(p.returns[1 + p.state.index(s)]) & states for s in live))
+        if grown == live:
+            return live
+        live = grown
+
+
+def complexity(p: Program) -> int:
+    """The sum of the op costs of the statements that reach a return."""
+    live = live_statements(p)
+    return sum(OPS[s.op].cost for i, s in enumerate(p.body) if i in live)
+
+
+def unchanged_states(p: Program) -> frozenset[str]:
+    """State slots returned as they came in (never assigned, returned under their own name)."""
+    assigned = {st.target for st in p.body}
+    return frozenset(s for s, a in zip(p.state, p.returns[1:]) if a == s and s not in assigned)
+
+
+def live_statements(p: Program) -> set[int]:
+    """Indices of the statements whose value reaches a return."""
+    needed = {a for a in p.returns if isinstance(a, str)}
+    live: set[int] = set()
+    for i in range(len(p.body) - 1, -1, -1):
+        s = p.body[i]
+        if s.target in needed:
+            live.add(i)
+            needed.discard(s.target)  # earlier assignments of this name are overwritten
+            needed.update(a for a in s.args if isinstance(a, str))
+    return live
+
+
+def _dependencies(p: Program):
+    deps: dict[str, frozenset[str]] = {name: frozenset((name,)) for name in p.params}
+    empty: frozenset[str] = frozenset()
+    for s in p.body:
+        deps[s.target] = empty.union(*(deps[a] for a in s.args if isinstance(a, str)))
+    return lambda a: deps[a] if isinstance(a, str) else empty

@@ -1,0 +1,1 @@
+"""Subcommands of `optforge`, one module per group (see `search.cli`)."""
