@@ -364,6 +364,9 @@ class _Rule:
             if isinstance(node.func, ast.Attribute):
                 raise self.fail(node.func, "attribute access ('a.b') is not part of the rule "
                                            "language; call ops by name, e.g. sqrt(x)")
+            what = _CONSTRUCTS.get(type(node.func).__name__)
+            if what:
+                raise self.fail(node.func, f"{what} is not part of the rule language")
             raise self.fail(node.func, "only ops can be called, by name (e.g. sqrt(x))")
         name = node.func.id
         op = OPS.get(name)
@@ -374,8 +377,7 @@ class _Rule:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise self.fail(node.func, f"unknown function '{name}'{hint}")
         if node.keywords:
-            raise self.fail(node.keywords[0].value if node.keywords[0].arg else node,
-                            f"{name}() takes positional arguments only")
+            raise self.fail(node.keywords[0], f"{name}() takes positional arguments only")
         for a in node.args:
             if isinstance(a, ast.Starred):
                 raise self.fail(a, "unpacking ('*x') is not part of the rule language")
