@@ -295,7 +295,7 @@ class _Rule:
         if is_temp(name) and name in self.temps:
             raise self.fail(target, f"'{name}' names a temporary and may be assigned only once")
         arg = self.expr(value, target=name, target_node=target)
-        if arg == name:
+        if arg == name or (is_temp(name) and self.temps.get(name) == arg):
             return
         # A plain copy (`x = y`, `x = 0.5`) creates no statement: the name stands for the
         # value. That is only sound while the copied variable keeps its value.
