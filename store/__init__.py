@@ -1,0 +1,46 @@
+"""The results database: every program the search scores, its score on every task, where it
+came from, and what a campaign needs to resume.
+
+`Store` is the whole interface (see `store.api`); it returns the frozen records of
+`store.records`. The default database is the SQLite file ``./optforge.db`` (or
+`$OPTFORGE_DB`); any SQLAlchemy URL works, PostgreSQL for campaigns spread over machines.
+"""
+
+from .api import Store, Transaction
+from .engine import DEFAULT_URL, ENV_VAR, resolve_url
+from .errors import (
+    AlreadyExists,
+    ConnectionFailed,
+    DatabaseBusy,
+    DatabaseNotFound,
+    InvalidRecord,
+    NotAnOptforgeDatabase,
+    NotFound,
+    SchemaOutdated,
+    SchemaTooNew,
+    StoreError,
+)
+from .lineage import FORMATS as LINEAGE_FORMATS
+from .lineage import write_lineage
+from .models import CAMPAIGN_STATUSES
+from .programs import ProgramData
+from .records import (
+    CampaignRecord,
+    CampaignStats,
+    Checkpoint,
+    EvaluationRecord,
+    LineageEdge,
+    ProgramRecord,
+    RankedProgram,
+    SuiteSummary,
+    TaskResultRecord,
+)
+
+__all__ = [
+    "Store", "Transaction", "DEFAULT_URL", "ENV_VAR", "resolve_url",
+    "StoreError", "AlreadyExists", "ConnectionFailed", "DatabaseBusy", "DatabaseNotFound",
+    "InvalidRecord", "NotAnOptforgeDatabase", "NotFound", "SchemaOutdated", "SchemaTooNew",
+    "LINEAGE_FORMATS", "write_lineage", "CAMPAIGN_STATUSES", "ProgramData",
+    "CampaignRecord", "CampaignStats", "Checkpoint", "EvaluationRecord", "LineageEdge",
+    "ProgramRecord", "RankedProgram", "SuiteSummary", "TaskResultRecord",
+]

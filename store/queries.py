@@ -1,0 +1,217 @@
+"""Read queries. Each is a function of an open (read) session and returns records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from . import convert
+from . import models as m
+from .records import (
+    CampaignRecord,
+    CampaignStats,
+    Checkpoint,
+    EvaluationRecord,
+    LineageEdge,
+    ProgramRecord,
+    RankedProgram,
+    SuiteSummary,
+    TaskResultRecord,
+)
+from .refs import CampaignRef, ProgramRef, campaign_id, campaign_row, program_row
+
+E = m.Evaluation
+
+
+def campaigns(s: Session) -> list[CampaignRecord]:
+    return [convert.campaign(r) for r in s.scalars(select(m.Campaign).order_by(m.Campaign.id))]
+
+
+def program_by_hash(s: Session, structural_hash: str) -> ProgramRecord | None:
+    row = s.scalars(select(m.Program).where(
+        m.Program.structural_hash == structural_hash)).one_or_none()
+    return None if row is None else convert.program(row)
+
+
+def programs_where(s: Session, column, value: str) -> list[ProgramRecord]:
+    rows = s.scalars(select(m.Program).where(column == value).order_by(m.Program.id))
+    return [convert.program(r) for r in rows]
+
+
+def _scope(stmt, camp_id: int | None, suite: str | None, stage: int | None):
+    if camp_id is not None:
+        stmt = stmt.where(E.campaign_id == camp_id)
+    if suite is not None:
+        stmt = stmt.where(E.suite == suite)
+    if stage is not None:
+        stmt = stmt.where(E.stage == stage)
+    return stmt
+
+
+def evaluations(s: Session, *, program: ProgramRef | None = None,
+                campaign: CampaignRef | None = None, suite: str | None = None,
+                stage: int | None = None) -> list[EvaluationRecord]:
+    stmt = _scope(select(E), campaign_id(s, campaign), suite, stage)
+    if program is not None:
+        stmt = stmt.where(E.program_id == program_row(s, program).id)
+    return convert.evaluations(s, list(s.scalars(stmt.order_by(E.id))))
+
+
+def count_evaluations(s: Session, *, campaign: CampaignRef | None = None,
+                      suite: str | None = None, stage: int | None = None) -> int:
+    stmt = _scope(select(func.count()).select_from(E), campaign_id(s, campaign), suite, stage)
+    return int(s.execute(stmt).scalar_one())
+
+
+def top(s: Session, n: int, *, campaign: CampaignRef | None = None, suite: str | None = None,
+        stage: int | None = None) -> list[RankedProgram]:
+    """The `n` programs with the best evaluation score in scope, each with that evaluation.
+
+    Walks evaluations best-first along the (campaign, suite, rank_score) index and keeps the
+    first evaluation of each program, so the cost grows with `n` (and with how often the top
+    programs were re-evaluated), not with the size of the table. Ties: earlier evaluation
+    first. NaN and missing scores never rank."""
+    if n <= 0:
+        return []
+    base = _scope(select(E).where(E.rank_score.is_not(None)), campaign_id(s, campaign),
+                  suite, stage).order_by(E.rank_score.desc(), E.id)
+    best: dict[int, m.Evaluation] = {}
+    offset, batch = 0, max(4 * n, 64)
+    while len(best) < n:
+        rows = list(s.scalars(base.offset(offset).limit(batch)))
+        for row in rows:
+            if row.program_id not in best:
+                best[row.program_id] = row
+                if len(best) == n:
+                    break
+        if len(rows) < batch:
+            break
+        offset += batch
+        batch *= 2
+    return _ranked(s, list(best.values()))
+
+
+def _ranked(s: Session, rows: list[m.Evaluation]) -> list[RankedProgram]:
+    evals = convert.evaluations(s, rows)
+    ids = [e.program_id for e in evals]
+    progs = {p.id: convert.program(p) for p in
+             s.scalars(select(m.Program).where(m.Program.id.in_(ids)))} if ids else {}
+    return [RankedProgram(rank=i + 1, program=progs[e.program_id], evaluation=e)
+            for i, e in enumerate(evals)]
+
+
+def _best_per_program(s: Session, camp_id: int | None, suite: str | None,
+                      stage: int | None) -> dict[int, float]:
+    stmt = _scope(select(E.program_id, func.max(E.rank_score))
+                  .where(E.rank_score.is_not(None)), camp_id, suite, stage)
+    return {pid: score for pid, score in s.execute(stmt.group_by(E.program_id))}
+
+
+def pareto_front(s: Session, *, campaign: CampaignRef | None = None, suite: str | None = None,
+                 stage: int | None = None) -> list[RankedProgram]:
+    """Programs not dominated in (higher best score, lower complexity), simplest first.
+
+    A program is on the front when every simpler program scores strictly lower; among equal
+    complexity only the best scorer (earliest id on ties) can be on it."""
+    camp_id = campaign_id(s, campaign)
+    best = _best_per_program(s, camp_id, suite, stage)
+    if not best:
+        return []
+    ids = list(best)
+    complexity: dict[int, int] = {}
+    for i in range(0, len(ids), 500):
+        complexity.update(s.execute(select(m.Program.id, m.Program.complexity)
+                                    .where(m.Program.id.in_(ids[i:i + 500]))).all())
+    order = sorted(best, key=lambda pid: (complexity[pid], -best[pid], pid))
+    front, bar = [], float("-inf")
+    for pid in order:
+        if best[pid] > bar:
+            front.append(pid)
+            bar = best[pid]
+    rows = []
+    for pid in front:
+        stmt = _scope(select(E).where(E.program_id == pid, E.rank_score == best[pid]),
+                      camp_id, suite, stage).order_by(E.id).limit(1)
+        rows.append(s.scalars(stmt).one())
+    return _ranked(s, rows)
+
+
+def task_scores(s: Session, program: ProgramRef, *, campaign: CampaignRef | None = None,
+                suite: str | None = None, stage: int | None = None
+                ) -> dict[str, TaskResultRecord]:
+    """Per-task results of the program's best-scoring evaluation in scope (its latest one
+    when none has a number for a score); empty when it has no evaluation in scope."""
+    pid = program_row(s, program).id
+    stmt = _scope(select(E).where(E.program_id == pid), campaign_id(s, campaign), suite, stage)
+    row = s.scalars(stmt.where(E.rank_score.is_not(None))
+                    .order_by(E.rank_score.desc(), E.id).limit(1)).first() or \
+        s.scalars(stmt.order_by(E.id.desc()).limit(1)).first()
+    if row is None:
+        return {}
+    return {t.task: t for t in convert.evaluations(s, [row])[0].tasks}
+
+
+def suites(s: Session, *, campaign: CampaignRef | None = None) -> list[SuiteSummary]:
+    stmt = select(E.suite, E.stage, func.count()).group_by(E.suite, E.stage)
+    camp_id = campaign_id(s, campaign)
+    if camp_id is not None:
+        stmt = stmt.where(E.campaign_id == camp_id)
+    rows = s.execute(stmt).all()
+    return sorted((SuiteSummary(suite, stage, count) for suite, stage, count in rows),
+                  key=lambda x: (x.stage, x.suite))
+
+
+def campaign_stats(s: Session, campaign: CampaignRef) -> CampaignStats:
+    camp = campaign_row(s, campaign)
+    in_camp = E.campaign_id == camp.id
+    by_status = dict(s.execute(select(E.status, func.count()).where(in_camp)
+                               .group_by(E.status)).all())
+    n_programs, best, wall, first, last = s.execute(
+        select(func.count(func.distinct(E.program_id)), func.max(E.rank_score),
+               func.sum(E.wall_time), func.min(E.created_at), func.max(E.created_at))
+        .where(in_camp)).one()
+    edges = s.execute(select(func.count()).select_from(m.LineageRow)
+                      .where(m.LineageRow.campaign_id == camp.id)).scalar_one()
+    utc = m.UTCDateTime()
+    dialect = s.get_bind().dialect
+    return CampaignStats(
+        campaign=convert.campaign(camp),
+        evaluations=sum(by_status.values()),
+        programs=int(n_programs),
+        by_status={k: int(v) for k, v in sorted(by_status.items())},
+        suites=tuple(suites(s, campaign=camp.id)),
+        best_score=best,
+        total_wall_time=float(wall or 0.0),
+        lineage_edges=int(edges),
+        # Aggregates lose the column type on some backends: decode like a column would.
+        first_evaluation_at=utc.process_result_value(_as_datetime(first), dialect),
+        last_evaluation_at=utc.process_result_value(_as_datetime(last), dialect),
+    )
+
+
+def _as_datetime(value: Any):
+    from datetime import datetime
+
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def edges_of(s: Session, program_ids: list[int], *, towards: str,
+             campaign: int | None = None) -> list[LineageEdge]:
+    """Edges whose child (towards="parents") or parent (towards="children") is in ids."""
+    col = m.LineageRow.child_id if towards == "parents" else m.LineageRow.parent_id
+    out: list[LineageEdge] = []
+    for i in range(0, len(program_ids), 500):
+        stmt = select(m.LineageRow).where(col.in_(program_ids[i:i + 500]))
+        if campaign is not None:
+            stmt = stmt.where(m.LineageRow.campaign_id == campaign)
+        out.extend(convert.edge(r) for r in s.scalars(stmt.order_by(m.LineageRow.id)))
+    return out
+
+
+def checkpoint(s: Session, campaign: CampaignRef) -> Checkpoint | None:
+    row = s.get(m.CheckpointRow, campaign_row(s, campaign).id)
+    return None if row is None else convert.checkpoint(row)
