@@ -19,6 +19,7 @@ from .errors import UserError
 
 COMMAND_MODULES = (
     "search.commands.rules",
+    "search.commands.campaign",
 )
 
 

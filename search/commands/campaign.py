@@ -1,0 +1,140 @@
+"""`optforge run [CONFIG.toml]` and `optforge resume CAMPAIGN`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from ..config import load_config
+from ..errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a search campaign (the embedded default without a "
+                                   "config file)")
+    p.add_argument("config", nargs="?", metavar="CONFIG.toml",
+                   help="campaign configuration (see search/default_campaign.toml)")
+    p.add_argument("--budget", type=int, help="full evaluations to spend")
+    p.add_argument("--suite", help="stage-1 suite (tiny, small, medium)")
+    p.add_argument("--stage2", help="stage-2 suite")
+    p.add_argument("--workers", type=int, help="evaluator processes (1: serial, "
+                                               "reproducible; 0: one per core)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--name", help="campaign name (default: from the seed and the time)")
+    p.add_argument("--db", help="database URL (default: $OPTFORGE_DB or ./optforge.db)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+    p = sub.add_parser("resume", help="continue a stopped or killed campaign")
+    p.add_argument("campaign", metavar="CAMPAIGN", help="campaign name or id")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--db")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=resume)
+
+
+def _open_store(url, create=True):
+    from store import Store
+    from store.errors import StoreError
+    try:
+        return Store(url, create=create)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+
+
+def run(args) -> int:
+    from ..engine import Campaign
+    from evaluators import SuiteError, get_suite
+
+    config = load_config(args.config).with_overrides(
+        budget=args.budget, workers=args.workers, seed=args.seed, name=args.name,
+        **{"funnel.stage1": args.suite, "funnel.stage2": args.stage2})
+    for suite in (config.funnel.stage1, config.funnel.stage2):
+        try:
+            get_suite(suite)
+        except SuiteError as e:
+            raise UserError(str(e)) from None
+    _check_seeds(config.seeds)
+    name = config.name or f"campaign-{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with _open_store(args.db) as store:
+        from store.errors import StoreError
+        try:
+            campaign = Campaign.create(store, config, name)
+        except StoreError as e:
+            raise UserError(str(e)) from None
+        print(f"campaign {name} (id {campaign.id}) in {store.display_url}", file=sys.stderr)
+        return _drive(campaign, config.workers, args)
+
+
+def resume(args) -> int:
+    from ..engine import Campaign
+    from store.errors import StoreError
+
+    with _open_store(args.db, create=False) as store:
+        try:
+            campaign = Campaign.resume(store, _ref(args.campaign))
+        except StoreError as e:
+            raise UserError(str(e)) from None
+        if campaign.counters.phase == "done":
+            raise UserError(f"campaign {args.campaign} has finished; nothing to resume")
+        workers = args.workers if args.workers is not None else campaign.config.workers
+        return _drive(campaign, workers, args)
+
+
+def _ref(text: str):
+    return int(text) if text.isdigit() else text
+
+
+def _check_seeds(names) -> None:
+    import seeds
+    for name in names:
+        if name.endswith(".rule"):
+            if not os.path.exists(name):
+                raise UserError(f"seed file {name} does not exist")
+        elif name not in seeds.seed_names():
+            raise UserError(f"unknown seed '{name}'; `optforge seeds` lists them")
+
+
+def _drive(campaign, workers: int, args) -> int:
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=campaign.config.budget, unit="eval", initial=campaign.counters.evaluations,
+                   dynamic_ncols=True, file=sys.stderr)
+
+        def progress(c):
+            bar.n = c.evaluations
+            best = "-" if c.best_score == float("-inf") else f"{c.best_score:.3f}"
+            bar.set_postfix_str(f"best {best} | hits {c.hit_rate:.0%} | {c.phase}")
+        campaign.progress = progress
+    try:
+        summary = campaign.run(workers=workers or None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(campaign, summary)
+    return 0 if summary["status"] == "finished" else 130
+
+
+def _print_summary(campaign, summary) -> None:
+    store, cfg = campaign.store, campaign.config
+    print(f"campaign {campaign.id}: {summary['status']} after {summary['evaluations']} "
+          f"evaluations ({summary['children']} children, cache hit rate "
+          f"{summary['hit_rate']:.0%}, {summary['restarts']} restarts)")
+    if summary["status"] != "finished":
+        print(f"resume with: optforge resume {campaign.id}")
+    for stage, suite in ((2, cfg.funnel.stage2), (1, cfg.funnel.stage1)):
+        top = store.top(3, campaign=campaign.id, suite=suite)
+        if top:
+            print(f"best on {suite}:")
+            for r in top:
+                print(f"  #{r.program.id} {r.program.name}: score {r.score:.3f}, "
+                      f"complexity {r.program.complexity}")
+            break

@@ -1,0 +1,316 @@
+"""Querying the results database from the shell:
+
+    optforge campaigns [--json]
+    optforge top [-n N] [--campaign C] [--suite S] [--stage K] [--json]
+    optforge show ID [--campaign C] [--json]
+    optforge lineage ID --out FILE [--descendants] [--campaign C]
+
+Every subcommand takes ``--db URL`` (default: `$OPTFORGE_DB`, else ``sqlite:///optforge.db``).
+These commands only read: a missing database is an error, never a new empty file. An ID is
+a program id or a prefix of its structural hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from store import (
+    ENV_VAR,
+    LINEAGE_FORMATS,
+    EvaluationRecord,
+    ProgramRecord,
+    Store,
+    StoreError,
+    write_lineage,
+)
+
+from ..errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("campaigns", help="list the campaigns in the database")
+    _common(p, json_flag=True)
+    p.set_defaults(func=_guard(run_campaigns))
+
+    p = sub.add_parser("top", help="the best programs by score")
+    p.add_argument("-n", type=_positive_int, default=10, metavar="N",
+                   help="how many programs (default 10)")
+    p.add_argument("--campaign", metavar="C", help="campaign name or id (default: all)")
+    p.add_argument("--suite", metavar="S",
+                   help="suite to rank on (default: the latest stage's suite)")
+    p.add_argument("--stage", type=int, metavar="K", help="only evaluations of this stage")
+    _common(p, json_flag=True)
+    p.set_defaults(func=_guard(run_top))
+
+    p = sub.add_parser("show", help="a program: source, simplified source, LaTeX, "
+                                    "evaluations with per-task scores, parents")
+    p.add_argument("id", metavar="ID", help="program id or structural hash prefix")
+    p.add_argument("--campaign", metavar="C", help="only evaluations of this campaign")
+    _common(p, json_flag=True)
+    p.set_defaults(func=_guard(run_show))
+
+    p = sub.add_parser("lineage", help="draw or export a program's ancestry")
+    p.add_argument("id", metavar="ID", help="program id or structural hash prefix")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help=f"output file: {', '.join(LINEAGE_FORMATS)}")
+    p.add_argument("--descendants", action="store_true", help="include descendants too")
+    p.add_argument("--campaign", metavar="C", help="only edges recorded in this campaign")
+    _common(p, json_flag=False)
+    p.set_defaults(func=_guard(run_lineage))
+
+
+def _common(p: argparse.ArgumentParser, *, json_flag: bool) -> None:
+    p.add_argument("--db", metavar="URL",
+                   help=f"database URL (default: ${ENV_VAR}, else sqlite:///optforge.db)")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Store errors are user-facing one-liners (a missing database, an unknown id)."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except StoreError as e:
+            raise UserError(str(e)) from None
+    return run
+
+
+def _open(args: argparse.Namespace) -> Store:
+    return Store(args.db, create=False)
+
+
+# ---- formatting helpers --------------------------------------------------------------------
+
+def _fmt(x: float | None, spec: str = ".4g") -> str:
+    if x is None:
+        return "-"
+    return format(x, spec) if math.isfinite(x) else str(x)
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-ready data: non-finite floats become the strings "NaN", "Infinity",
+    "-Infinity" (strict JSON has no spelling for them), datetimes ISO 8601 text."""
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return "NaN"
+        if math.isinf(obj):
+            return "Infinity" if obj > 0 else "-Infinity"
+        return obj
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, dict) or hasattr(obj, "items"):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _print_json(data: Any) -> None:
+    json.dump(_plain(data), sys.stdout, indent=2, allow_nan=False)
+    sys.stdout.write("\n")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _program_json(p: ProgramRecord) -> dict:
+    return {"id": p.id, "name": p.name, "structural_hash": p.structural_hash,
+            "canonical_hash": p.canonical_hash, "fingerprint": p.fingerprint,
+            "statements": p.statements, "complexity": p.complexity, "source": p.source,
+            "created_at": p.created_at}
+
+
+def _evaluation_json(e: EvaluationRecord) -> dict:
+    return {"id": e.id, "campaign_id": e.campaign_id, "suite": e.suite, "stage": e.stage,
+            "status": e.status, "score": e.score, "best_lr": e.best_lr,
+            "wall_time": e.wall_time, "error": e.error, "worker": e.worker, "key": e.key,
+            "created_at": e.created_at,
+            "tasks": {t.task: {"status": t.status, "score": t.score, "loss": t.loss,
+                               "best_lr": t.best_lr, "wall_time": t.wall_time,
+                               "metrics": dict(t.metrics)} for t in e.tasks}}
+
+
+# ---- campaigns -----------------------------------------------------------------------------
+
+def run_campaigns(args: argparse.Namespace) -> int:
+    with _open(args) as st:
+        stats = [st.campaign_stats(c.id) for c in st.campaigns()]
+    if args.json:
+        _print_json([{"id": s.campaign.id, "name": s.campaign.name,
+                      "status": s.campaign.status, "created_at": s.campaign.created_at,
+                      "updated_at": s.campaign.updated_at,
+                      "finished_at": s.campaign.finished_at,
+                      "evaluations": s.evaluations, "programs": s.programs,
+                      "by_status": dict(s.by_status), "best_score": s.best_score,
+                      "total_wall_time": s.total_wall_time,
+                      "suites": [{"suite": x.suite, "stage": x.stage,
+                                  "evaluations": x.evaluations} for x in s.suites],
+                      "config": dict(s.campaign.config)} for s in stats])
+        return 0
+    if not stats:
+        print("no campaigns yet", file=sys.stderr)
+        return 0
+    _table(["id", "name", "status", "evaluations", "programs", "best", "created (UTC)"],
+           [[str(s.campaign.id), s.campaign.name, s.campaign.status, str(s.evaluations),
+             str(s.programs), _fmt(s.best_score),
+             s.campaign.created_at.strftime("%Y-%m-%d %H:%M")] for s in stats])
+    return 0
+
+
+# ---- top -----------------------------------------------------------------------------------
+
+def run_top(args: argparse.Namespace) -> int:
+    with _open(args) as st:
+        campaign = st.get_campaign(args.campaign) if args.campaign is not None else None
+        camp_id = campaign.id if campaign else None
+        suite, stage = args.suite, args.stage
+        if suite is None:
+            summaries = [s for s in st.suites(campaign=camp_id)
+                         if stage is None or s.stage == stage]
+            if summaries:
+                # Winners are chosen on the latest funnel stage; scores of different suites
+                # are not comparable, so rank on one suite.
+                last = max(summaries, key=lambda s: (s.stage, s.evaluations))
+                suite = last.suite
+        ranked = st.top(args.n, campaign=camp_id, suite=suite, stage=stage) \
+            if suite is not None or stage is not None else []
+    if args.json:
+        _print_json([{"rank": r.rank, "score": r.score, "program": _program_json(r.program),
+                      "evaluation": _evaluation_json(r.evaluation)} for r in ranked])
+        return 0
+    scope = f"campaign {campaign.name}" if campaign else "all campaigns"
+    if not ranked:
+        print(f"no scored evaluations in {scope}"
+              + (f", suite {suite}" if suite else ""), file=sys.stderr)
+        return 0
+    print(f"top {len(ranked)} in {scope}, suite {suite}"
+          + (f", stage {stage}" if stage is not None else ""))
+    _table(["rank", "id", "name", "score", "complexity", "stmts", "status", "hash"],
+           [[str(r.rank), str(r.program.id), r.program.name, _fmt(r.score),
+             str(r.program.complexity), str(r.program.statements), r.evaluation.status,
+             r.program.structural_hash[:12]] for r in ranked])
+    return 0
+
+
+# ---- show ----------------------------------------------------------------------------------
+
+def _derived_forms(source: str) -> tuple[str | None, str | None, str | None]:
+    """(simplified source, LaTeX, why they are missing) computed by the language."""
+    import dsl
+
+    try:
+        prog = dsl.parse(source, filename="<stored program>")
+        simplified = dsl.format_program(dsl.simplify(prog))
+        return simplified, dsl.to_latex(prog), None
+    except Exception as e:  # noqa: BLE001 - a display aid must not hide the stored data
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return None, None, first
+
+
+def run_show(args: argparse.Namespace) -> int:
+    with _open(args) as st:
+        prog = st.find_program(args.id)
+        camp = st.get_campaign(args.campaign).id if args.campaign is not None else None
+        evals = st.evaluations(program=prog.id, campaign=camp)
+        parents = st.parents(prog.id)
+        parent_names = {e.parent_id: st.get_program(e.parent_id).name for e in parents}
+        children = st.children(prog.id)
+    simplified, latex, why = _derived_forms(prog.source)
+    if args.json:
+        _print_json({"program": _program_json(prog), "simplified_source": simplified,
+                     "latex": latex,
+                     "evaluations": [_evaluation_json(e) for e in evals],
+                     "parents": [{"id": e.parent_id, "name": parent_names[e.parent_id],
+                                  "mutation": e.mutation, "campaign_id": e.campaign_id}
+                                 for e in parents],
+                     "children": sorted({e.child_id for e in children})})
+        return 0
+    print(f"program {prog.id}: {prog.name}")
+    print(f"  structural hash {prog.structural_hash}")
+    print(f"  canonical hash  {prog.canonical_hash}")
+    print(f"  fingerprint     {prog.fingerprint}")
+    print(f"  {prog.statements} statement{'' if prog.statements == 1 else 's'}, "
+          f"complexity {prog.complexity}")
+    print("\nsource:")
+    print(_indent(prog.source))
+    if why is not None:
+        print(f"\n(simplified form and LaTeX unavailable: {why})")
+    else:
+        print("\nsimplified:")
+        print(_indent(simplified) if simplified.strip() != prog.source.strip()
+              else "    (already in simplest form)")
+        print("\nLaTeX:")
+        print(_indent(latex))
+    print("\nparents:" if parents else "\nparents: none (a seed)")
+    for e in parents:
+        where = f" in campaign {e.campaign_id}" if e.campaign_id is not None else ""
+        print(f"    {e.parent_id} {parent_names[e.parent_id]} --{e.mutation}-->{where}")
+    if children:
+        print(f"children: {', '.join(str(i) for i in sorted({e.child_id for e in children}))}")
+    if not evals:
+        print("\nevaluations: none")
+        return 0
+    print("\nevaluations:")
+    _table(["id", "campaign", "suite", "stage", "status", "score", "best lr", "wall s",
+            "worker"],
+           [[str(e.id), "-" if e.campaign_id is None else str(e.campaign_id), e.suite,
+             str(e.stage), e.status, _fmt(e.score), _fmt(e.best_lr, ".3g"),
+             _fmt(e.wall_time, ".1f"), e.worker or "-"] for e in evals])
+    for e in evals:
+        if e.error:
+            print(f"evaluation {e.id} error: {e.error.strip().splitlines()[0]}")
+    best = max((e for e in evals if e.finite), key=lambda e: e.score, default=evals[-1])
+    if best.tasks:
+        print(f"\nper-task scores (evaluation {best.id}, suite {best.suite}):")
+        _table(["task", "status", "score", "loss", "best lr"],
+               [[t.task, t.status, _fmt(t.score), _fmt(t.loss), _fmt(t.best_lr, ".3g")]
+                for t in best.tasks])
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.rstrip("\n").splitlines())
+
+
+# ---- lineage -------------------------------------------------------------------------------
+
+def run_lineage(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() not in LINEAGE_FORMATS:
+        raise UserError(f"cannot write {out.name!r}: the file name must end in one of "
+                        f"{', '.join(LINEAGE_FORMATS)}")
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
+    with _open(args) as st:
+        prog = st.find_program(args.id)
+        camp = st.get_campaign(args.campaign).id if args.campaign is not None else None
+        graph = st.lineage(prog.id, descendants=args.descendants, campaign=camp)
+    try:
+        write_lineage(graph, out)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    print(f"wrote {out} ({graph.number_of_nodes()} programs, "
+          f"{graph.number_of_edges()} edges)")
+    return 0

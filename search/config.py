@@ -1,0 +1,172 @@
+"""Campaign configuration: a frozen value read from TOML (see `default_campaign.toml`, the
+annotated default) with command-line overrides on top."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import UserError
+from .mutations import DEFAULT_WEIGHTS, MUTATIONS, Limits
+
+__all__ = ["CampaignConfig", "load_config", "default_config", "config_from_dict"]
+
+
+@dataclass(frozen=True)
+class Evolution:
+    population: int = 24
+    tournament: int = 6
+    max_state: int = 2
+    max_statements: int = 40
+    max_tries: int = 50
+    restart_after: int = 60
+
+
+@dataclass(frozen=True)
+class Funnel:
+    stage1: str = "small"
+    stage2: str = "medium"
+    threshold: float = 0.9
+    stage2_max: int = 4
+
+
+@dataclass(frozen=True)
+class Simplify:
+    enabled: bool = True
+    tolerance: float = 0.02
+    max_ablations: int = 4
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    name: str | None = None
+    seeds: tuple[str, ...] = ("adamw",)
+    seed: int = 0
+    budget: int = 120
+    workers: int = 0
+    evolution: Evolution = Evolution()
+    mutations: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    funnel: Funnel = Funnel()
+    simplify: Simplify = Simplify()
+
+    @property
+    def limits(self) -> Limits:
+        e = self.evolution
+        return Limits(max_state=e.max_state, max_statements=e.max_statements,
+                      max_tries=e.max_tries)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["seeds"] = list(self.seeds)
+        d["mutations"] = dict(self.mutations)
+        return d
+
+    def with_overrides(self, **overrides: Any) -> "CampaignConfig":
+        """Top-level and `section.key` overrides, e.g. ``budget=10, **{"funnel.stage1":
+        "tiny"}``; None values are ignored."""
+        top = {k: v for k, v in overrides.items() if v is not None and "." not in k}
+        cfg = replace(self, **top)
+        for key, value in overrides.items():
+            if value is None or "." not in key:
+                continue
+            section, name = key.split(".", 1)
+            cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
+        return _validated(cfg)
+
+
+def default_config() -> CampaignConfig:
+    text = resources.files("search").joinpath("default_campaign.toml").read_text("utf-8")
+    return _from_mapping(tomllib.loads(text), "default_campaign.toml")
+
+
+def load_config(path: str | Path | None) -> CampaignConfig:
+    """The configuration in TOML file `path` (None: the embedded default). Unknown keys and
+    wrong types are `UserError`s naming the key."""
+    if path is None:
+        return default_config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+    return _from_mapping(data, str(path))
+
+
+def config_from_dict(data: Mapping[str, Any], where: str) -> CampaignConfig:
+    """A configuration from its `to_dict()` form (as stored with a campaign)."""
+    return _from_mapping({k: v for k, v in data.items() if v is not None}, where)
+
+
+_SECTIONS = {"evolution": Evolution, "funnel": Funnel, "simplify": Simplify}
+_TOP = {"name": (str,), "seeds": (list,), "seed": (int,), "budget": (int,), "workers": (int,)}
+
+
+def _from_mapping(data: Mapping[str, Any], where: str) -> CampaignConfig:
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            kwargs[key] = _section(_SECTIONS[key], value, f"{where}: [{key}]")
+        elif key == "mutations":
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: [mutations] must be a table of weights")
+            unknown = set(value) - set(MUTATIONS)
+            if unknown:
+                raise UserError(f"{where}: unknown mutation '{sorted(unknown)[0]}' in "
+                                f"[mutations]; known: {', '.join(sorted(MUTATIONS))}")
+            weights = dict(DEFAULT_WEIGHTS)
+            for name, w in value.items():
+                if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+                    raise UserError(f"{where}: [mutations] {name} must be a number >= 0")
+                weights[name] = float(w)
+            kwargs["mutations"] = weights
+        elif key in _TOP:
+            if not isinstance(value, _TOP[key]) or isinstance(value, bool):
+                raise UserError(f"{where}: '{key}' must be a {_TOP[key][0].__name__}")
+            kwargs[key] = tuple(str(s) for s in value) if key == "seeds" else value
+        else:
+            raise UserError(f"{where}: unknown key '{key}'")
+    return _validated(CampaignConfig(**kwargs))
+
+
+def _section(cls, value: Any, where: str):
+    if not isinstance(value, dict):
+        raise UserError(f"{where} must be a table")
+    known = {f.name: f for f in fields(cls)}
+    out = {}
+    for key, v in value.items():
+        if key not in known:
+            raise UserError(f"{where}: unknown key '{key}'; known: {', '.join(known)}")
+        kind = type(getattr(cls(), key))
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, kind) or (kind is not bool and isinstance(v, bool)):
+            raise UserError(f"{where}: '{key}' must be a {kind.__name__}")
+        out[key] = v
+    return cls(**out)
+
+
+def _validated(cfg: CampaignConfig) -> CampaignConfig:
+    e = cfg.evolution
+    problems = []
+    if cfg.budget < 1:
+        problems.append("budget must be >= 1")
+    if cfg.workers < 0:
+        problems.append("workers must be >= 0 (0: one per core)")
+    if not cfg.seeds:
+        problems.append("seeds must name at least one seed")
+    if e.population < 2 or not 1 <= e.tournament <= e.population:
+        problems.append("need population >= 2 and 1 <= tournament <= population")
+    if e.max_state < 0 or e.max_statements < 1 or e.max_tries < 1 or e.restart_after < 1:
+        problems.append("max_state >= 0, max_statements, max_tries, restart_after >= 1")
+    if not any(w > 0 for w in cfg.mutations.values()):
+        problems.append("at least one mutation needs a weight > 0")
+    if cfg.funnel.stage2_max < 0 or cfg.simplify.max_ablations < 0:
+        problems.append("stage2_max and max_ablations must be >= 0")
+    if problems:
+        raise UserError("invalid campaign configuration: " + "; ".join(problems))
+    return cfg

@@ -1,0 +1,404 @@
+"""The campaign engine: steady-state regularized evolution over rule programs.
+
+    seeds -> [stage 1: evolve] -> [stage 2: re-score the best] -> [simplify the winner]
+
+Stage 1 is aging evolution (Real et al., 2019): a parent is the best of a random tournament,
+its mutated child is checked, looked up in the duplicate caches (structural hash, canonical
+hash, behaviour fingerprint: a hit reuses the stored score and costs no training), probed on
+a small quadratic, and only then trained on the stage-1 suite. Every evaluated child joins the
+population and the oldest member dies. A worker that frees up gets the next child at once:
+children are drawn lazily by the evaluator pool. When the best score has not improved for
+`restart_after` evaluations, the population restarts from the seeds and the best so far.
+
+Every finished evaluation is committed to the store in one transaction together with the
+program, its lineage and the campaign's checkpoint (population, RNG state, counters), so a
+killed campaign resumes exactly where the database says it was: what was committed is kept,
+what was in flight is drawn again from the restored RNG, nothing is evaluated twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator
+
+import numpy as np
+
+import dsl
+from dsl import Program
+from evaluators import EvalResult, evaluate, evaluate_many
+from evaluators.pool import EvaluatorPool
+from store import Store
+from store.records import TaskResultRecord
+
+from .config import CampaignConfig, config_from_dict
+from .mutations import mutate
+from .probes import probe
+
+__all__ = ["Campaign", "Member", "Child"]
+
+STAGE1, STAGE2, SIMPLIFIED = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Member:
+    """A population member: a stored program and its stage-1 score."""
+
+    program_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Child:
+    program: Program
+    parent_id: int | None
+    kind: str  # the mutation, or "seed"
+    number: int  # the campaign's count of children when it was drawn
+
+
+@dataclass
+class Counters:
+    """The campaign's counters; saved in every checkpoint."""
+
+    phase: str = "seeds"
+    evaluations: int = 0  # full evaluations spent, all stages
+    stage1_evaluations: int = 0
+    children: int = 0  # children drawn (valid or not)
+    proposed: int = 0  # valid children that reached the caches
+    cache_hits: dict = field(default_factory=lambda: {"structural": 0, "canonical": 0,
+                                                      "fingerprint": 0})
+    rejections: dict = field(default_factory=dict)
+    best_score: float = -math.inf
+    best_program: int | None = None
+    since_improvement: int = 0
+    restarts: int = 0
+    seed_ids: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = dict(self.__dict__)
+        d["cache_hits"], d["rejections"] = dict(self.cache_hits), dict(self.rejections)
+        d["seed_ids"] = list(self.seed_ids)
+        d["best_score"] = None if self.best_score == -math.inf else self.best_score
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Counters":
+        c = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        c.best_score = -math.inf if c.best_score is None else c.best_score
+        return c
+
+    @property
+    def hit_rate(self) -> float:
+        return sum(self.cache_hits.values()) / self.proposed if self.proposed else 0.0
+
+
+class Campaign:
+    """One search campaign bound to a store. `run()` (or `resume`) drives it to the end."""
+
+    def __init__(self, store: Store, config: CampaignConfig, campaign_id: int,
+                 progress: Callable[[Counters], None] | None = None):
+        self.store, self.config, self.id = store, config, campaign_id
+        self.rng = np.random.default_rng(config.seed)
+        self.counters = Counters()
+        self.population: list[Member] = []
+        self.programs: dict[int, Program] = {}
+        self.caches: dict[str, dict[str, Member]] = {"structural": {}, "canonical": {},
+                                                     "fingerprint": {}}
+        self.in_flight: dict[str, int] = {}
+        self.progress = progress
+        self.stop_requested = False
+        reserve = config.funnel.stage2_max + (
+            config.simplify.max_ablations + 2 if config.simplify.enabled else 0)
+        self.stage1_budget = max(1, config.budget - min(reserve, config.budget // 3))
+
+    # ---- construction -----------------------------------------------------------------------
+    @classmethod
+    def create(cls, store: Store, config: CampaignConfig, name: str, **kw) -> "Campaign":
+        record = store.create_campaign(name, config.to_dict())
+        return cls(store, config, record.id, **kw)
+
+    @classmethod
+    def resume(cls, store: Store, name_or_id, **kw) -> "Campaign":
+        record = store.get_campaign(name_or_id)
+        config = config_from_dict(record.config, f"campaign {record.name}")
+        campaign = cls(store, config, record.id, **kw)
+        campaign._restore()
+        return campaign
+
+    def _restore(self) -> None:
+        cp = self.store.load_checkpoint(self.id)
+        if cp is None:
+            return  # killed before its first commit: start afresh
+        self.counters = Counters.from_json(dict(cp.counters))
+        self.rng.bit_generator.state = cp.rng_state
+        self.population = [Member(int(pid), -math.inf if score is None else float(score))
+                           for pid, score in cp.population]
+        for ev in self.store.evaluations(campaign=self.id):
+            if ev.stage == STAGE1:
+                rec = self.store.get_program(ev.program_id)
+                score = ev.score if ev.score is not None else -math.inf
+                self._cache(rec.structural_hash, rec.canonical_hash, rec.fingerprint,
+                            Member(rec.id, score))
+
+    # ---- the run ------------------------------------------------------------------------------
+    def run(self, workers: int | None = None) -> dict:
+        """Run (or continue) the campaign; returns a summary. Ctrl-C stops it cleanly."""
+        serial = workers == 1
+        pool = None if serial else EvaluatorPool(workers)
+        self.store.set_campaign_status(self.id, "running")
+        try:
+            if self.counters.phase == "seeds":
+                self._evaluate_seeds(pool)
+            if self.counters.phase == "evolve":
+                self._evolve(pool)
+            if self.counters.phase == "stage2":
+                self._stage2(pool)
+            if self.counters.phase == "simplify":
+                self._simplify_winner(pool)
+        except KeyboardInterrupt:
+            self.stop_requested = True
+        finally:
+            if pool is not None:
+                pool.close()
+        status = "stopped" if self.stop_requested else "finished"
+        self.store.set_campaign_status(self.id, status)
+        return self.summary(status)
+
+    def summary(self, status: str) -> dict:
+        c = self.counters
+        return {"campaign": self.id, "status": status, "phase": c.phase,
+                "evaluations": c.evaluations, "children": c.children,
+                "cache_hits": dict(c.cache_hits), "hit_rate": c.hit_rate,
+                "rejections": dict(c.rejections), "best_stage1": c.to_json()["best_score"],
+                "best_program": c.best_program, "restarts": c.restarts,
+                "full_evaluation_fraction": (c.stage1_evaluations / c.children
+                                             if c.children else None)}
+
+    # ---- stage 0: seeds ----------------------------------------------------------------------
+    def _seed_programs(self) -> list[Program]:
+        import seeds as seed_lib
+        programs = []
+        for name in self.config.seeds:
+            if name.endswith(".rule"):
+                programs.append(dsl.ensure_valid(dsl.load(name)))
+            else:
+                programs.append(seed_lib.load_seed(name))
+        return programs
+
+    def _evaluate_seeds(self, pool) -> None:
+        children = [Child(p, None, "seed", i) for i, p in enumerate(self._seed_programs())]
+        for child, result in self._evaluate(children, self.config.funnel.stage1, pool):
+            self._record_stage1(child, result)
+        self.counters.seed_ids = [m.program_id for m in self.population]
+        self.counters.phase = "evolve"
+        self._checkpoint_now()
+
+    # ---- stage 1: evolution ------------------------------------------------------------------
+    def _evolve(self, pool) -> None:
+        for child, result in self._evaluate(self._children(), self.config.funnel.stage1, pool):
+            self._record_stage1(child, result)
+            if self.stop_requested:
+                break
+        if not self.stop_requested:
+            self.counters.phase = "stage2"
+            self._checkpoint_now()
+
+    def _children(self) -> Iterator[Child]:
+        """Valid, new, probed children, drawn lazily while the stage-1 budget lasts."""
+        c, cfg = self.counters, self.config
+        while not self.stop_requested and (
+                c.evaluations + len(self.in_flight) < self.stage1_budget):
+            parent = self._tournament()
+            c.children += 1
+            result = mutate(self._program(parent.program_id), self.rng, dict(cfg.mutations),
+                            cfg.limits)
+            for reason, n in result.rejections.items():
+                c.rejections[reason] = c.rejections.get(reason, 0) + n
+            if result.child is None:
+                self._reject("no valid child")
+                continue
+            child = replace(result.child, name=f"c{c.children}", doc="")
+            c.proposed += 1
+            hit = self._lookup(child)
+            if hit is not None:
+                self._join(hit)
+                continue
+            reason = probe(child)
+            if reason is not None:
+                self._reject(reason)
+                continue
+            self.in_flight[dsl.structural_hash(child)] = c.children
+            yield Child(child, parent.program_id, result.kind, c.children)
+
+    def _tournament(self) -> Member:
+        k = min(self.config.evolution.tournament, len(self.population))
+        picks = self.rng.choice(len(self.population), size=k, replace=False)
+        return max((self.population[int(i)] for i in sorted(picks)), key=lambda m: m.score)
+
+    def _lookup(self, child: Program) -> Member | None:
+        """A stored result for a program equal to `child` (by structure, canonical form or
+        behaviour), counting the hit; None on a miss."""
+        s = dsl.structural_hash(child)
+        if s in self.in_flight:
+            self._reject("duplicate in flight")
+            return None
+        checks = (("structural", lambda: s), ("canonical", lambda: dsl.canonical_hash(child)),
+                  ("fingerprint", lambda: dsl.fingerprint(child)))
+        for kind, key in checks:
+            member = self.caches[kind].get(key())
+            if member is not None:
+                self.counters.cache_hits[kind] += 1
+                return member
+        return None
+
+    def _reject(self, reason: str) -> None:
+        r = self.counters.rejections
+        r[reason] = r.get(reason, 0) + 1
+
+    def _cache(self, structural: str, canonical: str, fingerprint: str, m: Member) -> None:
+        self.caches["structural"].setdefault(structural, m)
+        self.caches["canonical"].setdefault(canonical, m)
+        self.caches["fingerprint"].setdefault(fingerprint, m)
+
+    def _join(self, member: Member) -> None:
+        """Aging: the newcomer joins, the oldest dies."""
+        self.population.append(member)
+        if len(self.population) > self.config.evolution.population:
+            self.population.pop(0)
+
+    def _record_stage1(self, child: Child, result: EvalResult) -> None:
+        c = self.counters
+        self.in_flight.pop(dsl.structural_hash(child.program), None)
+        score = result.score if math.isfinite(result.score) else -math.inf
+        # the program row first (idempotent, race-safe), then everything else at once
+        record = self.store.add_program(child.program)
+        member = Member(record.id, score)
+        self.programs[record.id] = child.program
+        c.evaluations += 1
+        c.stage1_evaluations += 1
+        improved = score > c.best_score
+        if improved:
+            c.best_score, c.best_program, c.since_improvement = score, record.id, 0
+        else:
+            c.since_improvement += 1
+        self._join(member)
+        self._cache(record.structural_hash, record.canonical_hash, record.fingerprint, member)
+        if c.since_improvement >= self.config.evolution.restart_after:
+            self._restart()
+        checkpoint = self._checkpoint()
+
+        def write(tx):
+            if child.parent_id is not None:
+                tx.add_lineage(record.id, child.parent_id, child.kind, campaign=self.id)
+            tx.add_evaluation(record.id, campaign=self.id, stage=STAGE1, **_evaluation(result),
+                              key=f"stage1/{child.kind}/{child.number}")
+            tx.save_checkpoint(self.id, **checkpoint)
+        self.store.run_in_transaction(write)
+        if self.progress:
+            self.progress(c)
+
+    def _restart(self) -> None:
+        c = self.counters
+        c.restarts += 1
+        c.since_improvement = 0
+        best = Member(c.best_program, c.best_score)
+        seeds = [m for m in self.population if m.program_id in c.seed_ids]
+        self.population = [best] + [m for m in seeds if m.program_id != best.program_id]
+
+    # ---- stage 2: the funnel ----------------------------------------------------------------
+    def _stage2(self, pool) -> None:
+        f = self.config.funnel
+        done = self._stored_scores(STAGE2)
+        left = self.config.budget - self.counters.evaluations
+        seed_ids = set(self.counters.seed_ids)
+        top = self.store.top(f.stage2_max + len(seed_ids) + len(done), campaign=self.id,
+                             suite=f.stage1)
+        picks = [r for r in top if r.program.id not in seed_ids and r.score is not None
+                 and r.score >= f.threshold and r.program.id not in done]
+        if not picks and not done and top:
+            picks = [r for r in top if r.program.id not in seed_ids][:1]
+        picks = picks[:max(0, min(f.stage2_max - len(done), left))]
+        children = [Child(self._program(r.program.id), r.program.id, "stage2", i)
+                    for i, r in enumerate(picks)]
+        for child, result in self._evaluate(children, f.stage2, pool):
+            self._record_later(child.parent_id, result, STAGE2)
+            if self.stop_requested:
+                return
+        self.counters.phase = "simplify" if self.config.simplify.enabled else "done"
+        self._checkpoint_now()
+
+    def _stored_scores(self, stage: int) -> dict[int, float]:
+        return {ev.program_id: ev.score for ev in self.store.evaluations(campaign=self.id)
+                if ev.stage == stage and ev.score is not None}
+
+    def _program(self, program_id: int) -> Program:
+        if program_id not in self.programs:
+            self.programs[program_id] = dsl.parse(self.store.get_program(program_id).source)
+        return self.programs[program_id]
+
+    def _record_later(self, program_id: int, result: EvalResult, stage: int,
+                      parent_id: int | None = None, kind: str | None = None) -> None:
+        self.counters.evaluations += 1
+        checkpoint = self._checkpoint()
+
+        def write(tx):
+            if parent_id is not None:
+                tx.add_lineage(program_id, parent_id, kind, campaign=self.id)
+            tx.add_evaluation(program_id, campaign=self.id, stage=stage, **_evaluation(result),
+                              key=f"stage{stage}/{program_id}")
+            tx.save_checkpoint(self.id, **checkpoint)
+        self.store.run_in_transaction(write)
+        if self.progress:
+            self.progress(self.counters)
+
+    # ---- the winner, simplified ---------------------------------------------------------------
+    def _simplify_winner(self, pool) -> None:
+        from .simplify_winner import simplify_winner
+        scores = self._stored_scores(STAGE2)
+        if scores:
+            winner_id = max(scores, key=lambda pid: scores[pid])
+            simplify_winner(self, winner_id, scores[winner_id], pool)
+        if not self.stop_requested:
+            self.counters.phase = "done"
+            self._checkpoint_now()
+
+    # ---- evaluation and checkpoints -------------------------------------------------------------
+    def _evaluate(self, children, suite: str, pool) -> Iterator[tuple[Child, EvalResult]]:
+        """(child, result) as each finishes: in this process when serial (deterministic
+        order), else lazily through the pool."""
+        if pool is None:
+            for child in children:
+                yield child, evaluate(child.program, suite)
+            return
+        drawn: list[Child] = []
+
+        def programs():
+            for child in children:
+                drawn.append(child)
+                yield child.program
+        for result in evaluate_many(programs(), suite, pool=pool):
+            yield drawn[result.index], result
+
+    def _checkpoint(self) -> dict:
+        counters = self.counters.to_json()
+        return {"population": [[m.program_id, m.score if math.isfinite(m.score) else None]
+                               for m in self.population],
+                "rng_state": self.rng.bit_generator.state, "counters": counters}
+
+    def _checkpoint_now(self) -> None:
+        checkpoint = self._checkpoint()
+        self.store.run_in_transaction(lambda tx: tx.save_checkpoint(self.id, **checkpoint))
+
+
+def _evaluation(result: EvalResult) -> dict:
+    """An `EvalResult` as `Store.add_evaluation` keyword arguments."""
+    tasks = [TaskResultRecord(task=t.task, status=t.status, score=t.score, loss=t.loss,
+                              best_lr=t.best_lr, wall_time=t.wall_time,
+                              metrics={"lr_losses": list(t.lr_losses), "error": t.error})
+             for t in result.tasks]
+    best_lrs = [t.best_lr for t in result.tasks if t.best_lr is not None]
+    return dict(suite=result.suite, status=result.status, score=result.score, tasks=tasks,
+                best_lr=float(np.exp(np.mean(np.log(best_lrs)))) if best_lrs else None,
+                wall_time=result.wall_time, error=result.error)

@@ -1,0 +1,59 @@
+"""Cheap probes: reject a child before any training if it is obviously useless.
+
+On a small ill-conditioned quadratic (float64, a few steps, three learning rates) a useful
+rule must keep the parameters finite, move them, and lower the loss for at least one learning
+rate. A probe costs about a millisecond; a `small` suite evaluation about a second.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import dsl
+from dsl import Program
+
+__all__ = ["probe", "PROBE_LRS"]
+
+PROBE_LRS = (1e-3, 1e-2, 1e-1)
+PROBE_STEPS = 12
+
+
+def _quadratic():
+    gen = torch.Generator().manual_seed(1234)
+    w0 = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    curvature = torch.logspace(-1, 1, 24, dtype=torch.float64).reshape(6, 4)
+    return w0, curvature
+
+
+_W0, _CURVATURE = _quadratic()
+
+
+def _loss(w: torch.Tensor) -> float:
+    return float(0.5 * (_CURVATURE * w * w).sum())
+
+
+def probe(p: Program) -> str | None:
+    """None if `p` passes, else the reason it fails ('probe: ...')."""
+    start = _loss(_W0)
+    moved = finite = False
+    with torch.no_grad():
+        for lr in PROBE_LRS:
+            w, state = _W0, dsl.init_state(p, _W0)
+            ok = True
+            for t in range(1, PROBE_STEPS + 1):
+                step, state = dsl.run_step(p, w, _CURVATURE * w, lr, t, state)
+                w = w - step
+                if not bool(torch.isfinite(w).all()):
+                    ok = False
+                    break
+            if not ok:
+                continue
+            finite = True
+            moved = moved or not torch.equal(w, _W0)
+            if _loss(w) < start * 0.999:
+                return None
+    if not finite:
+        return "probe: not finite"
+    if not moved:
+        return "probe: constant"
+    return "probe: does not descend"
