@@ -17,6 +17,7 @@ __all__ = ["CampaignConfig", "load_config", "default_config", "config_from_dict"
 
 @dataclass(frozen=True)
 class Evolution:
+    strategy: str = "evolution"  # or "random": the random-search control
     population: int = 24
     tournament: int = 6
     max_state: int = 2
@@ -159,6 +160,8 @@ def _validated(cfg: CampaignConfig) -> CampaignConfig:
         problems.append("workers must be >= 0 (0: one per core)")
     if not cfg.seeds:
         problems.append("seeds must name at least one seed")
+    if e.strategy not in ("evolution", "random"):
+        problems.append("evolution.strategy must be 'evolution' or 'random'")
     if e.population < 2 or not 1 <= e.tournament <= e.population:
         problems.append("need population >= 2 and 1 <= tournament <= population")
     if e.max_state < 0 or e.max_statements < 1 or e.max_tries < 1 or e.restart_after < 1:

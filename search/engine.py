@@ -34,7 +34,7 @@ from store import Store
 from store.records import TaskResultRecord
 
 from .config import CampaignConfig, config_from_dict
-from .mutations import mutate
+from .mutations import MutationResult, mutate
 from .probes import probe
 
 __all__ = ["Campaign", "Member", "Child"]
@@ -162,7 +162,7 @@ class Campaign:
         finally:
             if pool is not None:
                 pool.close()
-        status = "stopped" if self.stop_requested else "finished"
+        status = "paused" if self.stop_requested else "finished"
         self.store.set_campaign_status(self.id, status)
         return self.summary(status)
 
@@ -210,10 +210,8 @@ class Campaign:
         c, cfg = self.counters, self.config
         while not self.stop_requested and (
                 c.evaluations + len(self.in_flight) < self.stage1_budget):
-            parent = self._tournament()
             c.children += 1
-            result = mutate(self._program(parent.program_id), self.rng, dict(cfg.mutations),
-                            cfg.limits)
+            parent_id, result = self._breed()
             for reason, n in result.rejections.items():
                 c.rejections[reason] = c.rejections.get(reason, 0) + n
             if result.child is None:
@@ -230,7 +228,27 @@ class Campaign:
                 self._reject(reason)
                 continue
             self.in_flight[dsl.structural_hash(child)] = c.children
-            yield Child(child, parent.program_id, result.kind, c.children)
+            yield Child(child, parent_id, result.kind, c.children)
+
+    def _breed(self):
+        """(parent id, mutation result). Evolution mutates the winner of a tournament; the
+        random-search control mutates a random seed 1 to 8 times, with no selection."""
+        cfg = self.config
+        if cfg.evolution.strategy == "random":
+            parent_id = int(self.rng.choice(self.counters.seed_ids))
+            program, kinds, rejections = self._program(parent_id), [], Counter()
+            for _ in range(int(self.rng.integers(1, 9))):
+                r = mutate(program, self.rng, dict(cfg.mutations), cfg.limits)
+                rejections.update(r.rejections)
+                if r.child is None:
+                    break
+                program = r.child
+                kinds.append(r.kind)
+            child = program if kinds else None
+            return parent_id, MutationResult(child, "random", rejections)
+        parent = self._tournament()
+        return parent.program_id, mutate(self._program(parent.program_id), self.rng,
+                                         dict(cfg.mutations), cfg.limits)
 
     def _tournament(self) -> Member:
         k = min(self.config.evolution.tournament, len(self.population))

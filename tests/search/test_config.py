@@ -1,0 +1,50 @@
+"""Campaign configuration: the embedded default, TOML files, overrides and clear errors."""
+
+import pytest
+
+from search.config import CampaignConfig, config_from_dict, default_config, load_config
+from search.errors import UserError
+
+
+def test_embedded_default_is_the_documented_one():
+    cfg = default_config()
+    assert cfg.seeds == ("adamw",) and cfg.funnel.stage1 == "small"
+    assert cfg.evolution.max_state == 2
+    assert cfg == load_config(None)
+
+
+def test_toml_file_and_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('seeds = ["lion", "sgd_momentum"]\nbudget = 10\n[evolution]\npopulation = 5\n'
+                 'tournament = 2\n[mutations]\ninsert = 0\n[funnel]\nthreshold = 1\n')
+    cfg = load_config(f)
+    assert cfg.seeds == ("lion", "sgd_momentum") and cfg.budget == 10
+    assert cfg.evolution.population == 5 and cfg.mutations["insert"] == 0.0
+    assert cfg.funnel.threshold == 1.0
+    over = cfg.with_overrides(budget=3, seed=None, **{"funnel.stage1": "tiny"})
+    assert over.budget == 3 and over.funnel.stage1 == "tiny" and over.seed == cfg.seed
+    assert config_from_dict(over.to_dict(), "stored") == over
+
+
+@pytest.mark.parametrize("text,message", [
+    ("budgt = 3\n", "unknown key 'budgt'"),
+    ("budget = 'many'\n", "'budget' must be a int"),
+    ("[evolution]\npopulaton = 3\n", "unknown key 'populaton'"),
+    ("[evolution]\npopulation = 1\n", "population >= 2"),
+    ("[mutations]\nteleport = 1.0\n", "unknown mutation 'teleport'"),
+    ("[mutations]\ninsert = -1\n", "must be a number >= 0"),
+    ("budget = \n", "not valid TOML"),
+    ("[evolution]\nstrategy = 'annealing'\n", "'evolution' or 'random'"),
+])
+def test_bad_configuration_is_a_one_line_user_error(tmp_path, text, message):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(UserError) as info:
+        load_config(f)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match="No such file"):
+        load_config(tmp_path / "nope.toml")
+    assert isinstance(CampaignConfig(), CampaignConfig)
