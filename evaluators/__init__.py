@@ -1,0 +1,28 @@
+"""Proxy tasks, the batched trainer, scoring, and the parallel evaluator pool.
+
+    >>> from evaluators import evaluate, evaluate_many, get_suite
+    >>> result = evaluate(program, "tiny")             # in this process, serially
+    >>> for r in evaluate_many(programs, "small", workers=2):
+    ...     print(r.index, r.status, r.score)          # as each candidate finishes
+
+A candidate's score on a task is its best learning rate's mean final validation loss over
+seeds, normalised against SGD with momentum (0) and AdamW (1); the suite score is the mean
+over tasks (see `evaluators.scoring`). Failures (divergence, NaN, time-outs, errors, dead
+workers) are statuses, never exceptions.
+
+Layering: this package imports only `dsl` of ours.
+"""
+
+from .evaluation import EvalResult, baseline_programs, ensure_baselines, evaluate, evaluate_many
+from .jobs import Job, run_job
+from .pool import EvaluatorPool, SlotSpec, plan_slots
+from .scoring import SCORE_CEIL, SCORE_FLOOR, Baseline, EvaluationError, TaskScore
+from .tasks import SUITES, Suite, SuiteError, Task, get_suite
+from .trainer import Status, TaskRun, train_replicas, train_task
+
+__all__ = [
+    "Baseline", "EvalResult", "EvaluationError", "EvaluatorPool", "Job", "SCORE_CEIL", "SCORE_FLOOR", "SUITES",
+    "SlotSpec", "Status", "Suite", "SuiteError", "Task", "TaskRun", "TaskScore",
+    "baseline_programs", "ensure_baselines", "evaluate", "evaluate_many", "get_suite",
+    "plan_slots", "run_job", "train_replicas", "train_task",
+]

@@ -1,0 +1,227 @@
+"""Scoring candidates on a suite: in this process (`evaluate`) or on a pool
+(`evaluate_many`), against cached baselines (`ensure_baselines`).
+
+A candidate is a `dsl.Program`. Its evaluation is one job per task of the suite; the
+candidate's `EvalResult` is assembled when its last task finishes: per-task scores (see
+`evaluators.scoring`), the suite score, a status, and the time spent. A candidate whose
+every replica failed gets that failure as its status (``diverged``, ``nan``, ``timeout``,
+``error`` with the message) and the floor score; nothing here raises because of a rule.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from dsl import Program, parse
+from dsl.kernel import compile_kernel
+
+from .jobs import Job, error_run, hyper_items, run_job
+from .pool import EvaluatorPool
+from .scoring import (BASELINE_RULES, SCORE_FLOOR, Baseline, TaskScore, baseline_from_runs,
+                      cache_dir, candidate_status, load_baselines, save_baselines, score_task,
+                      suite_score)
+from .tasks import Suite, get_suite
+from .trainer import Status, TaskRun
+
+__all__ = ["EvalResult", "evaluate", "evaluate_many", "ensure_baselines", "baseline_programs"]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One candidate's evaluation on a suite. `index` is its position in the input of
+    `evaluate_many`; `wall_time` the seconds its tasks trained (summed over tasks); `error`
+    the first error message of any task."""
+
+    index: int
+    rule: str
+    suite: str
+    version: str
+    status: str
+    score: float
+    tasks: tuple[TaskScore, ...]
+    wall_time: float
+    error: str | None = None
+
+    def task(self, name: str) -> TaskScore:
+        for t in self.tasks:
+            if t.task == name:
+                return t
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule, "suite": self.suite, "version": self.version,
+            "status": self.status, "score": self.score, "wall_time": self.wall_time,
+            "error": self.error,
+            "tasks": {t.task: {"score": t.score, "loss": t.loss, "best_lr": t.best_lr,
+                               "status": t.status, "wall_time": t.wall_time,
+                               "error": t.error}
+                      for t in self.tasks},
+        }
+
+
+def baseline_programs() -> dict[str, Program]:
+    return {name: parse(src, f"<baseline {name}>") for name, src in BASELINE_RULES.items()}
+
+
+def _assemble(index: int, program: Program, suite: Suite, runs: Mapping[str, TaskRun],
+              baselines: Mapping[str, Baseline]) -> EvalResult:
+    scores = tuple(score_task(runs[t.name], baselines[t.name]) for t in suite.tasks)
+    status = candidate_status(scores)
+    error = next((s.error for s in scores if s.error), None)
+    score = suite_score(scores) if status == Status.OK.value else SCORE_FLOOR
+    return EvalResult(index, program.name, suite.name, suite.version, status, score, scores,
+                      sum(s.wall_time for s in scores), error)
+
+
+def _run_here(job: Job) -> TaskRun:
+    """`run_job` in this process, with a broken task reported as an error run, as a pool
+    worker reports it."""
+    try:
+        return run_job(job)
+    except Exception as e:  # noqa: BLE001 - failure is data
+        return error_run(job.task, f"{type(e).__name__}: {e}")
+
+
+def _compile_error(program: Program) -> str | None:
+    try:
+        compile_kernel(program)
+    except Exception as e:  # noqa: BLE001 - reported as the candidate's error
+        return f"cannot compile rule: {type(e).__name__}: {e}"
+    return None
+
+
+# ---- baselines ----------------------------------------------------------------------------
+
+def ensure_baselines(suite: Suite, *, pool: EvaluatorPool | None = None,
+                     cache: str | os.PathLike | None = None, device: str = "cpu",
+                     progress: Callable[[str], None] | None = None) -> dict[str, Baseline]:
+    """The suite's baselines, from the cache or computed now (on `pool` if given, else in
+    this process) and cached. Raises RuntimeError if a baseline fails on every replica of
+    a task (the task is broken, not a rule): `evaluators.scoring.EvaluationError`."""
+    directory = cache_dir(cache)
+    names = [t.name for t in suite.tasks]
+    found = load_baselines(suite.name, suite.version, directory, names)
+    if found is not None:
+        return found
+    if progress:
+        progress(f"computing baselines for suite {suite.name!r} (version {suite.version}); "
+                 f"this happens once per suite version")
+    programs = baseline_programs()
+    jobs = [((name, t.name), Job(p, t, device=None if pool else device))
+            for name, p in programs.items() for t in suite.tasks]
+    if pool is not None:
+        runs = dict(pool.run(jobs))
+    else:
+        runs = {key: _run_here(job) for key, job in jobs}
+    baselines = {t.name: baseline_from_runs(runs[("sgd_momentum", t.name)],
+                                            runs[("adamw", t.name)]) for t in suite.tasks}
+    save_baselines(suite.name, suite.version, directory, baselines)
+    return baselines
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+def evaluate(program: Program, suite: str | Suite = "small", *, device: str = "cpu",
+             hyper: Mapping[str, float] | None = None, time_budget_s: float | None = None,
+             cache: str | os.PathLike | None = None,
+             baselines: Mapping[str, Baseline] | None = None) -> EvalResult:
+    """Evaluate one candidate in this process, serially. Same candidate, same suite, same
+    thread count: the same result, bit for bit (unless a time budget runs out)."""
+    s = get_suite(suite, "cuda" if str(device).startswith("cuda") else "cpu")
+    if baselines is None:
+        baselines = ensure_baselines(s, cache=cache, device=device)
+    error = _compile_error(program)
+    runs: dict[str, TaskRun] = {}
+    for t in s.tasks:
+        if error is not None:
+            runs[t.name] = error_run(t, error)
+            continue
+        runs[t.name] = _run_here(Job(program, t, hyper_items(hyper), time_budget_s, device))
+    return _assemble(0, program, s, runs, baselines)
+
+
+def evaluate_many(candidates: Iterable[Program], suite: str | Suite = "small", *,
+                  workers: int | None = None, pool: EvaluatorPool | None = None,
+                  hyper: Mapping[str, float] | None = None,
+                  time_budget_s: float | None = None,
+                  cache: str | os.PathLike | None = None,
+                  progress: Callable[[str], None] | None = None) -> Iterator[EvalResult]:
+    """Evaluate candidates in parallel, yielding each `EvalResult` as soon as its last task
+    finishes (not in input order: use `EvalResult.index`).
+
+    Runs on `pool` if given (it stays open), else on a pool of `workers` processes made and
+    closed here. `candidates` is consumed lazily, one candidate whenever a worker is idle
+    and no job is waiting, so a generator may produce children from the results seen so
+    far. The heavier tasks of a candidate are dispatched first, so they do not finish last.
+    A worker that dies costs only the candidate it was running: that candidate's result
+    has status ``error``, its remaining tasks are skipped, and the pool goes on.
+    """
+    own = pool is None
+    if own:
+        pool = EvaluatorPool(workers)
+    try:
+        s = get_suite(suite, pool.device_kind)
+        baselines = ensure_baselines(s, pool=pool, cache=cache, progress=progress)
+        yield from _run_candidates(candidates, s, pool, baselines, hyper_items(hyper),
+                                   time_budget_s)
+    finally:
+        if own:
+            pool.close()
+
+
+def _task_order(suite: Suite) -> list:
+    # Longest first (steps x replicas as a rough cost) so a candidate's tasks finish together.
+    return sorted(suite.tasks, key=lambda t: -t.steps * t.replicas * max(t.batch_size, 1))
+
+
+def _run_candidates(candidates: Iterable[Program], suite: Suite, pool: EvaluatorPool,
+                    baselines: Mapping[str, Baseline], hyper: tuple,
+                    time_budget_s: float | None) -> Iterator[EvalResult]:
+    programs: dict[int, Program] = {}
+    runs: dict[int, dict[str, TaskRun]] = {}
+    failed: dict[int, str] = {}  # candidate -> how its worker died
+    ready: list[EvalResult] = []
+    order = _task_order(suite)
+
+    def jobs() -> Iterator[tuple[tuple[int, str], Job]]:
+        for index, program in enumerate(candidates):
+            programs[index], runs[index] = program, {}
+            error = _compile_error(program)
+            if error is not None:
+                for t in suite.tasks:
+                    runs[index][t.name] = error_run(t, error)
+                ready.append(_assemble(index, program, suite, runs.pop(index), baselines))
+                continue
+            for t in order:
+                yield (index, t.name), Job(program, t, hyper, time_budget_s)
+
+    for (index, task_name), run in pool.run(jobs()):
+        # results of uncompilable candidates are produced while jobs are drawn
+        while ready:
+            yield ready.pop(0)
+        if index not in runs:
+            continue
+        runs[index][task_name] = run
+        if run.error and run.error.startswith("worker died") and index not in failed:
+            # The candidate kills its worker: skip its other tasks, they would too.
+            failed[index] = f"{task_name}: {run.error}"
+            for t in suite.tasks:
+                if t.name not in runs[index]:
+                    pool.discard((index, t.name))
+                    runs[index][t.name] = error_run(t, "skipped: an earlier task of this "
+                                                       "candidate killed its worker")
+        if len(runs[index]) == len(suite.tasks):
+            result = _assemble(index, programs.pop(index), suite, runs.pop(index), baselines)
+            if index in failed:
+                result = _as_error(result, failed.pop(index))
+            yield result
+    while ready:
+        yield ready.pop(0)
+
+
+def _as_error(result: EvalResult, message: str) -> EvalResult:
+    """A candidate that killed a worker is an error, whatever its other tasks did."""
+    return replace(result, status=Status.ERROR.value, score=SCORE_FLOOR, error=message)

@@ -1,0 +1,238 @@
+"""From raw training runs to scores, and the baselines scores are measured against.
+
+Per task
+--------
+1. Each replica's final validation loss is capped at its seed's initial loss ``L0`` (no run
+   counts as worse than not training at all); a failed replica (diverged, NaN, timeout,
+   error) counts as exactly ``L0``: that is the floor a failure is scored at.
+2. For each learning rate, the mean of those losses over seeds; the task's loss ``L`` is the
+   smallest such mean, at the candidate's best learning rate. (A rate at which one seed
+   fails is rarely the best: robustness across seeds is part of the score.)
+3. Normalised against two baselines tuned the same way on the same task,
+   SGD with momentum (``L_sgd``) and AdamW (``L_adamw``), in log space:
+
+       score = (log L_sgd - log L) / |log L_sgd - log L_adamw|
+
+   so SGD with momentum scores 0 and AdamW 1 (or -1 on a task where AdamW is the worse of
+   the two: the unit is always the size of the gap between them, and higher is always
+   better). Log space because losses shrink multiplicatively (halving a loss is the same
+   progress at 1.0 as at 0.01) and the tasks' losses span many orders of magnitude. A gap
+   smaller than `MIN_GAP` (1%) is widened to it so that a task where the two baselines tie
+   cannot blow scores up.
+4. Clipped to ``[SCORE_FLOOR, SCORE_CEIL] = [-1, 3]``. A task whose every replica failed
+   scores `SCORE_FLOOR`.
+
+Per suite
+---------
+The suite score is the mean of the clipped task scores. The mean (not the median, not the
+best task) because a search should find rules that are good everywhere: every task counts,
+and failing one costs. The clipping bounds what any single task can contribute, so a rule
+cannot win the suite by exploiting one proxy (a deterministic Rosenbrock valley, say) while
+doing badly on the rest, and one divergence costs at most a fixed amount.
+
+Baselines
+---------
+Computed once per suite version (`evaluators.tasks.Suite.version`) by training the two
+baseline rules through the same trainer, and cached as JSON in the cache directory
+(``$OPTFORGE_CACHE_DIR``, else ``~/.cache/optforge``); changing a task changes the version
+and so the file. The rules live here as text (the `evaluators` package may import only
+`dsl`); `tests/evaluators` checks they equal the `seeds` package's rules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .trainer import Status, TaskRun
+
+__all__ = ["SCORING_VERSION", "SCORE_FLOOR", "SCORE_CEIL", "MIN_GAP", "Baseline",
+           "TaskScore", "EvaluationError", "task_loss", "score_task", "suite_score", "BASELINE_RULES",
+           "cache_dir", "load_baselines", "save_baselines", "baseline_from_runs"]
+
+# Bump when this module's arithmetic changes (part of every suite version).
+SCORING_VERSION = "1"
+
+SCORE_FLOOR = -1.0
+SCORE_CEIL = 3.0
+MIN_GAP = 0.01  # in log space: a 1% difference in loss
+
+SGD_MOMENTUM_RULE = '''\
+def sgd_momentum(w, g, lr, t, buf, momentum=0.9):
+    """SGD with momentum in torch.optim.SGD's form: buf <- momentum * buf + g."""
+    buf = momentum * buf + g
+    return lr * buf, buf
+'''
+
+ADAMW_RULE = '''\
+def adamw(w, g, lr, t, m, v, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+    """AdamW (Loshchilov & Hutter, 2019), torch.optim.AdamW's defaults."""
+    m = interp(g, m, beta1)
+    v = interp(g * g, v, beta2)
+    m_hat = m / (1 - beta1 ** t)
+    v_hat = v / (1 - beta2 ** t)
+    return lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * w), m, v
+'''
+
+BASELINE_RULES: dict[str, str] = {"sgd_momentum": SGD_MOMENTUM_RULE, "adamw": ADAMW_RULE}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The two reference losses of one task (each at its own best learning rate)."""
+
+    task: str
+    sgd_loss: float
+    sgd_lr: float
+    adamw_loss: float
+    adamw_lr: float
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    task: str
+    status: str
+    score: float
+    loss: float | None  # best learning rate's mean (capped) loss; None if all replicas failed
+    best_lr: float | None
+    lr_losses: tuple[float | None, ...]  # mean loss per learning rate (None: all seeds failed)
+    wall_time: float
+    error: str | None = None
+
+
+def task_loss(run: TaskRun) -> tuple[float | None, float | None, tuple[float | None, ...]]:
+    """``(L, best_lr, per-lr means)`` following steps 1-2 of the module doc; L and best_lr
+    are None when every replica failed."""
+    means: list[float | None] = []
+    for row, statuses in zip(run.losses, run.statuses):
+        vals = []
+        for loss, status, l0 in zip(row, statuses, run.initial_losses):
+            if status == Status.OK.value and math.isfinite(loss):
+                vals.append(min(loss, l0) if math.isfinite(l0) else loss)
+            else:
+                vals.append(l0)
+        ok = any(s == Status.OK.value for s in statuses)
+        means.append(sum(vals) / len(vals) if ok else None)
+    candidates = [(m, lr) for m, lr in zip(means, run.lrs) if m is not None]
+    if not candidates:
+        return None, None, tuple(means)
+    best, lr = min(candidates, key=lambda c: c[0])
+    return best, lr, tuple(means)
+
+
+def _log(x: float) -> float:
+    return math.log(max(x, 1e-30))
+
+
+def normalised(loss: float, base: Baseline) -> float:
+    """Step 3 of the module doc (unclipped)."""
+    gap = max(abs(_log(base.sgd_loss) - _log(base.adamw_loss)), MIN_GAP)
+    return (_log(base.sgd_loss) - _log(loss)) / gap
+
+
+def run_status(run: TaskRun) -> str:
+    """``ok`` if any replica finished; otherwise the commonest failure (ties: the more
+    severe of error > timeout > nan > diverged)."""
+    statuses = run.replica_statuses
+    if Status.OK.value in statuses:
+        return Status.OK.value
+    order = [Status.ERROR.value, Status.TIMEOUT.value, Status.NAN.value, Status.DIVERGED.value]
+    return max(order, key=lambda s: (statuses.count(s), -order.index(s)))
+
+
+def score_task(run: TaskRun, base: Baseline) -> TaskScore:
+    loss, lr, means = task_loss(run)
+    status = run_status(run)
+    if loss is None:
+        score = SCORE_FLOOR
+    else:
+        score = min(max(normalised(loss, base), SCORE_FLOOR), SCORE_CEIL)
+    return TaskScore(run.task, status, score, loss, lr, means, run.wall_time, run.error)
+
+
+def suite_score(scores: Iterable[TaskScore]) -> float:
+    """The mean of the task scores (module doc)."""
+    values = [s.score for s in scores]
+    return sum(values) / len(values) if values else SCORE_FLOOR
+
+
+def candidate_status(scores: Iterable[TaskScore]) -> str:
+    """``ok`` unless every replica of every task failed; then the commonest task status."""
+    statuses = [s.status for s in scores]
+    if not statuses or Status.OK.value in statuses:
+        return Status.OK.value
+    order = [Status.ERROR.value, Status.TIMEOUT.value, Status.NAN.value, Status.DIVERGED.value]
+    return max(order, key=lambda s: (statuses.count(s), -order.index(s)))
+
+
+class EvaluationError(RuntimeError):
+    """A suite cannot be evaluated here: a baseline failed on every replica of a task (a
+    broken task or missing data, never a candidate's fault)."""
+
+
+def baseline_from_runs(sgd: TaskRun, adamw: TaskRun) -> Baseline:
+    """The baseline of one task from the two baseline rules' runs on it. Raises
+    EvaluationError when a baseline failed on every replica (a broken task, not a bad
+    rule)."""
+    s_loss, s_lr, _ = task_loss(sgd)
+    a_loss, a_lr, _ = task_loss(adamw)
+    for name, loss, run in (("SGD with momentum", s_loss, sgd), ("AdamW", a_loss, adamw)):
+        if loss is None:
+            raise EvaluationError(f"baseline {name} failed on every replica of task "
+                               f"{run.task!r} ({run_status(run)}"
+                               f"{': ' + run.error if run.error else ''})")
+    return Baseline(sgd.task, s_loss, s_lr, a_loss, a_lr)
+
+
+# ---- the cache ------------------------------------------------------------------------------
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    if override is not None:
+        return Path(override)
+    env = os.environ.get("OPTFORGE_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "optforge"
+
+
+def _baseline_path(directory: Path, suite_name: str, version: str) -> Path:
+    return directory / "baselines" / f"{suite_name}-{version}.json"
+
+
+def load_baselines(suite_name: str, version: str, directory: Path,
+                   task_names: Iterable[str]) -> dict[str, Baseline] | None:
+    """The cached baselines of a suite version, or None if absent, unreadable or
+    incomplete (then they are recomputed)."""
+    path = _baseline_path(directory, suite_name, version)
+    try:
+        data = json.loads(path.read_text())
+        out = {name: Baseline(**data["tasks"][name]) for name in task_names}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return out if data.get("version") == version else None
+
+
+def save_baselines(suite_name: str, version: str, directory: Path,
+                   baselines: Mapping[str, Baseline]) -> Path:
+    """Write atomically (two processes computing the same baselines both succeed)."""
+    path = _baseline_path(directory, suite_name, version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"suite": suite_name, "version": version,
+               "tasks": {name: asdict(b) for name, b in baselines.items()}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path

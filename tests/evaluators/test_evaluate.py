@@ -1,0 +1,100 @@
+"""Evaluating candidates in this process: scores against the cached baselines, determinism,
+and failure as data."""
+
+from __future__ import annotations
+
+import pytest
+
+import dsl
+import seeds
+from evaluators import SCORE_FLOOR, Status, baseline_programs, ensure_baselines, evaluate
+from evaluators.scoring import cache_dir
+from evaluators.tasks import Suite
+
+from .helpers import EXPLODING_RULE, NAN_RULE, rule, same_floats
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_baseline_rules_are_the_seeds():
+    for name, p in baseline_programs().items():
+        assert dsl.structural_hash(p) == dsl.structural_hash(seeds.load_seed(name))
+
+
+def test_baselines_score_0_and_1(tiny, tiny_baselines):
+    sgd = evaluate(seeds.load_seed("sgd_momentum"), tiny, baselines=tiny_baselines)
+    adamw = evaluate(seeds.load_seed("adamw"), tiny, baselines=tiny_baselines)
+    assert sgd.status == adamw.status == "ok"
+    assert [t.score for t in sgd.tasks] == [0.0] * len(tiny.tasks)
+    for t in adamw.tasks:
+        base = tiny_baselines[t.task]
+        assert t.loss == base.adamw_loss and t.best_lr == base.adamw_lr
+        assert t.score == pytest.approx(1.0 if base.adamw_loss < base.sgd_loss else -1.0,
+                                        abs=0.5)  # less than 1 only when the gap is < 1%
+
+
+def test_the_baselines_best_rates_are_inside_the_grid(tiny, tiny_baselines):
+    for t in tiny.tasks:
+        base = tiny_baselines[t.name]
+        for lr in (base.sgd_lr, base.adamw_lr):
+            assert t.lrs[0] < lr < t.lrs[-1], (t.name, lr)
+
+
+def test_same_candidate_serially_gives_the_identical_result(tiny, tiny_baselines):
+    a = evaluate(seeds.load_seed("lion"), tiny, baselines=tiny_baselines)
+    b = evaluate(seeds.load_seed("lion"), tiny, baselines=tiny_baselines)
+    assert a.score == b.score and a.status == b.status
+    for x, y in zip(a.tasks, b.tasks):
+        assert (x.score, x.loss, x.best_lr) == (y.score, y.loss, y.best_lr)
+        assert same_floats(x.lr_losses, y.lr_losses)
+
+
+@pytest.mark.parametrize("source, status", [(NAN_RULE, "nan"), (EXPLODING_RULE, "diverged")])
+def test_failing_candidates_get_a_status_and_the_floor(tiny, tiny_baselines, source, status):
+    r = evaluate(rule(source), tiny, baselines=tiny_baselines)
+    assert r.status == status and r.score == SCORE_FLOOR
+    # a step of 1e30 overflows some models' losses to inf (diverged), others' to NaN
+    assert all(t.score == SCORE_FLOOR and t.status in ("nan", "diverged") for t in r.tasks)
+
+
+def test_a_timeout_is_a_status(tiny, tiny_baselines):
+    r = evaluate(seeds.load_seed("adamw"), tiny, baselines=tiny_baselines, time_budget_s=0)
+    assert r.status == Status.TIMEOUT.value and r.score == SCORE_FLOOR
+
+
+def test_an_uncompilable_candidate_is_an_error(tiny, tiny_baselines):
+    broken = dsl.Program("broken", (), (), (dsl.Stmt("_1", "mul", ("g", "ghost")),), ("_1",))
+    r = evaluate(broken, tiny, baselines=tiny_baselines)
+    assert r.status == "error" and r.score == SCORE_FLOOR
+    assert r.error.startswith("cannot compile rule: ValueError")
+
+
+def test_an_unknown_hyperparameter_is_an_error_not_an_exception(tiny, tiny_baselines):
+    r = evaluate(seeds.load_seed("adamw"), tiny, baselines=tiny_baselines,
+                 hyper={"beta3": 0.1})
+    assert r.status == "error" and "beta3" in r.error
+
+
+def test_baselines_are_cached_per_suite_version(tiny, tiny_baselines, cache, monkeypatch):
+    def no_training(job):
+        raise AssertionError("baselines should have come from the cache")
+
+    monkeypatch.setattr("evaluators.evaluation.run_job", no_training)
+    assert ensure_baselines(tiny, cache=cache) == tiny_baselines
+    files = list((cache_dir(cache) / "baselines").glob(f"tiny-{tiny.version}.json"))
+    assert len(files) == 1
+
+    # a changed task is a new version: recomputed (here: fails loudly, as no training runs)
+    changed = Suite("tiny", tuple(t.with_(steps=t.steps + 1) for t in tiny.tasks))
+    with pytest.raises(Exception, match="baseline SGD with momentum failed"):
+        ensure_baselines(changed, cache=cache)
+
+
+def test_results_serialise_to_the_documented_json(tiny, tiny_baselines):
+    r = evaluate(seeds.load_seed("lion"), tiny, baselines=tiny_baselines)
+    j = r.to_json()
+    assert {"rule", "suite", "status", "score", "tasks"} <= set(j)
+    assert j["rule"] == "lion" and j["suite"] == "tiny"
+    assert set(j["tasks"]) == {t.name for t in tiny.tasks}
+    for v in j["tasks"].values():
+        assert {"score", "loss", "best_lr"} <= set(v)

@@ -1,0 +1,88 @@
+"""Data sources and batched models: local data with separate validation splits, and
+replicas that never interact (R replicas at once compute what each computes alone)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evaluators.data import STDLIB_VAL_FILES, VOCAB_SIZE, encode_text, load_source
+from evaluators.models import build_problem
+from evaluators.tasks import get_suite
+from evaluators.trainer import stream_seed
+
+
+@pytest.mark.parametrize("source, n_features", [("breast_cancer", 30), ("digits", 64)])
+def test_bundled_datasets_are_standardised_with_a_validation_split(source, n_features):
+    d = load_source(source)
+    assert d.x_train.shape[1] == d.x_val.shape[1] == n_features
+    assert len(d.x_val) > 50 and len(d.x_train) > 3 * len(d.x_val)
+    assert abs(float(d.x_train.mean())) < 0.05  # standardised with training statistics
+    # no training example is also a validation example
+    train = {tuple(r) for r in d.x_train.tolist()}
+    assert sum(tuple(r) in train for r in d.x_val.tolist()) <= 2  # digits has duplicates
+
+
+def test_stdlib_text_has_a_held_out_validation_file():
+    corpus = load_source("stdlib_text")
+    assert corpus.vocab_size == VOCAB_SIZE
+    assert len(corpus.train) > 100_000 and len(corpus.val) > 10_000
+    assert int(corpus.train.max()) < VOCAB_SIZE and int(corpus.val.min()) >= 0
+    assert STDLIB_VAL_FILES == ("statistics.py",)
+
+
+def test_encode_text():
+    ids = encode_text("a\n\t~é")
+    assert ids.tolist() == [ord("a") - 32, 95, 96, ord("~") - 32, 96]
+
+
+def test_teacher_student_data_is_deterministic():
+    args = dict(in_dim=4, width=8, depth=4, n_train=64, n_val=32, noise=0.1, gain=1.5, seed=3)
+    a = load_source("teacher_student", tuple(sorted(args.items())))
+    b = load_source.__wrapped__("teacher_student", tuple(sorted(args.items())))
+    assert a.fingerprint == b.fingerprint
+    assert torch.equal(a.x_val, b.x_val) and abs(float(a.y_val.std()) - 1) < 0.3
+
+
+def test_stream_seeds_are_stable_and_distinct():
+    assert stream_seed("quadratic", 0, "init") == stream_seed("quadratic", 0, "init")
+    assert len({stream_seed(t, s, p) for t in ("a", "b") for s in (0, 1)
+                for p in ("init", "data")}) == 8
+
+
+@pytest.mark.parametrize("task", [t.name for t in get_suite("tiny").tasks])
+def test_replicas_do_not_interact(task):
+    """Losses and gradients of 3 replicas at once equal those of each replica alone."""
+    t = get_suite("tiny").task(task)
+    problem = build_problem(t.model, t.model_kwargs, t.data, t.data_args, torch.device("cpu"))
+    inits = [problem.init(torch.Generator().manual_seed(s)) for s in range(3)]
+    plans = [problem.plan(torch.Generator().manual_seed(10 + s), 2, t.batch_size)
+             for s in range(3)]
+    params = [torch.stack([init[k] for init in inits]).requires_grad_()
+              for k in range(len(problem.shapes))]
+    batch = torch.stack([plan[1] for plan in plans])
+    losses = problem.loss(params, batch)
+    grads = torch.autograd.grad(losses.sum(), params)
+    val = problem.val_loss([p.detach() for p in params])
+    assert losses.shape == val.shape == (3,)
+    for r in range(3):
+        alone = [p.detach()[r:r + 1].clone().requires_grad_() for p in params]
+        loss_r = problem.loss(alone, batch[r:r + 1])
+        grads_r = torch.autograd.grad(loss_r.sum(), alone)
+        torch.testing.assert_close(loss_r[0], losses[r], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(problem.val_loss([a.detach() for a in alone])[0], val[r],
+                                   rtol=1e-5, atol=1e-6)
+        for g, g_r in zip(grads, grads_r):
+            torch.testing.assert_close(g_r[0], g[r], rtol=1e-4, atol=1e-6)
+
+
+def test_parameter_layouts_follow_torch():
+    t = get_suite("tiny").task("cnn_digits")
+    problem = build_problem(t.model, t.model_kwargs, t.data, t.data_args, torch.device("cpu"))
+    shapes = dict(problem.shapes)
+    assert shapes["conv1.weight"] == (4, 1, 3, 3) and shapes["fc.weight"] == (10, 8 * 16)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        build_problem("resnet", {}, None, (), torch.device("cpu"))

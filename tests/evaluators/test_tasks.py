@@ -1,0 +1,89 @@
+"""Tasks and suites are frozen data; the suite version tracks everything they compute."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from evaluators import SUITES, SuiteError, Task, get_suite
+from evaluators.tasks import Suite, lr_grid
+
+TASKS = {"quadratic", "rosenbrock", "logreg_cancer", "mlp_digits", "cnn_digits", "char_lm",
+         "teacher_student"}
+
+
+@pytest.mark.parametrize("name", SUITES)
+def test_every_suite_has_the_seven_tasks(name):
+    suite = get_suite(name)
+    assert {t.name for t in suite.tasks} == TASKS
+    for t in suite.tasks:
+        assert t.replicas == len(t.lrs) * len(t.seeds) >= 5
+
+
+def test_suites_grow_by_cost():
+    def cost(suite):
+        return sum(t.steps * t.replicas for t in suite.tasks)
+
+    tiny, small, medium = (get_suite(n) for n in SUITES)
+    assert cost(tiny) < cost(small) < cost(medium)
+    deep = dict(get_suite("small").task("teacher_student").model_args)["hidden"]
+    assert len(deep) >= 4  # the deep tanh teacher-student MLP
+
+
+def test_versions_are_stable_and_distinct():
+    versions = {get_suite(n).version for n in SUITES}
+    assert len(versions) == 3
+    assert get_suite("tiny").version == Suite("tiny", get_suite("tiny").tasks).version
+
+
+def test_changing_a_task_changes_the_version():
+    tiny = get_suite("tiny")
+    changed = Suite("tiny", tuple(t.with_(steps=t.steps + 1) if t.name == "quadratic" else t
+                                  for t in tiny.tasks))
+    assert changed.version != tiny.version
+
+
+def test_cuda_scaling_makes_bigger_replica_batches_and_a_new_version():
+    small, gpu = get_suite("small"), get_suite("small", "cuda")
+    assert gpu.device_kind == "cuda" and gpu.version != small.version
+    for a, b in zip(small.tasks, gpu.tasks):
+        assert b.replicas == 2 * a.replicas and b.lrs == a.lrs and b.steps == a.steps
+    assert dict(gpu.task("char_lm").model_args)["d_model"] == \
+        2 * dict(small.task("char_lm").model_args)["d_model"]
+
+
+def test_lr_grid():
+    assert lr_grid(-2, 0, 1) == (0.01, 0.1, 1.0)
+    assert lr_grid(-4, 0.5, 2)[:3] == (0.0001, 0.000316, 0.001)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(steps=0), "steps must be >= 1"),
+    (dict(lrs=(0.1, 0.01, 1.0)), "increasing"),
+    (dict(lrs=(0.1, 1.0)), "at least 3"),
+    (dict(seeds=()), "seeds"),
+    (dict(seeds=(1, 1)), "seeds"),
+    (dict(name="no spaces"), "identifier"),
+])
+def test_bad_tasks_are_rejected_with_a_clear_message(change, message):
+    with pytest.raises(SuiteError, match=message):
+        get_suite("tiny").task("quadratic").with_(**change)
+
+
+def test_unknown_suite_and_task():
+    with pytest.raises(SuiteError, match="unknown suite 'huge'.*tiny, small, medium"):
+        get_suite("huge")
+    with pytest.raises(SuiteError, match="no task 'nope'"):
+        get_suite("tiny").task("nope")
+    with pytest.raises(SuiteError, match="duplicate"):
+        t = get_suite("tiny").tasks[0]
+        Suite("x", (t, t))
+
+
+def test_tasks_and_suites_pickle():
+    for name in SUITES:
+        suite = get_suite(name)
+        assert pickle.loads(pickle.dumps(suite)) == suite
+        for t in suite.tasks:
+            assert isinstance(pickle.loads(pickle.dumps(t)), Task)
