@@ -84,7 +84,11 @@ def _standardised(x: np.ndarray, train: np.ndarray, val: np.ndarray):
 
 
 def _sklearn_arrays(loader_name: str, val_fraction: float, split_seed: int,
-                    classification: bool) -> Arrays:
+                    classification: bool, feature_spread: float = 0.0) -> Arrays:
+    """A bundled dataset, standardised. `feature_spread` > 0 then rescales feature j by
+    ``10 ** (feature_spread * (u_j - 1/2))`` with the u_j evenly spaced in [0, 1] in a fixed
+    random order: features on scales `feature_spread` decades apart, as raw measurements
+    often are (an ill-conditioned problem that rewards per-coordinate step sizes)."""
     try:
         import sklearn.datasets as skd
     except ImportError as e:  # pragma: no cover - scikit-learn is a core dependency
@@ -95,6 +99,11 @@ def _sklearn_arrays(loader_name: str, val_fraction: float, split_seed: int,
     y = np.asarray(bunch.target)
     train, val = _split(len(x), val_fraction, split_seed)
     x_train, x_val = _standardised(x, train, val)
+    if feature_spread:
+        u = np.linspace(0.0, 1.0, x.shape[1])[np.random.default_rng(split_seed + 1)
+                                               .permutation(x.shape[1])]
+        scale = 10.0 ** (feature_spread * (u - 0.5))
+        x_train, x_val = x_train * scale, x_val * scale
     y_dtype = torch.int64 if classification else torch.float32
     out = Arrays(torch.tensor(x_train, dtype=torch.float32),
                  torch.tensor(y[train], dtype=y_dtype),
@@ -192,7 +201,8 @@ def load_source(name: str, args: tuple[tuple[str, object], ...] = ()) -> Arrays 
     kw = dict(args)
     if name == "breast_cancer":
         return _sklearn_arrays("load_breast_cancer", kw.get("val_fraction", 0.2),
-                               kw.get("split_seed", 0), classification=True)
+                               kw.get("split_seed", 0), classification=True,
+                               feature_spread=kw.get("feature_spread", 0.0))
     if name == "digits":
         return _sklearn_arrays("load_digits", kw.get("val_fraction", 0.2),
                                kw.get("split_seed", 0), classification=True)

@@ -101,10 +101,11 @@ def stream_seed(task: str, seed: int, purpose: str) -> int:
 
 def train_task(task: Task, kernel, *, device: torch.device | str = "cpu",
                hyper: Mapping[str, float] | None = None, time_budget_s: float | None = None,
-               clock: Callable[[], float] = time.perf_counter) -> TaskRun:
+               clock: Callable[[], float] = time.perf_counter,
+               problem: Problem | None = None) -> TaskRun:
     """Train `task` with every learning rate and seed of its grid (see `train_replicas`)."""
     return train_replicas(task, kernel, task.lrs, task.seeds, device=device, hyper=hyper,
-                          time_budget_s=time_budget_s, clock=clock)
+                          time_budget_s=time_budget_s, clock=clock, problem=problem)
 
 
 def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int], *,
@@ -116,8 +117,9 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
     """Train ``len(lrs) * len(seeds)`` replicas of `task` at once with the compiled rule
     `kernel` (a `dsl.kernel.Kernel`: `bind`, `prepare`, `apply`, `elementwise`, `n_state`).
 
-    `time_budget_s` overrides the task's budget. Raises only for a broken task (unknown
-    model, missing data); anything the rule does wrong ends up in the returned statuses.
+    `time_budget_s` overrides the task's budget; `problem` reuses an already built problem
+    (it must be `task`'s, on `device`). Raises only for a broken task (unknown model,
+    missing data); anything the rule does wrong ends up in the returned statuses.
     """
     built = clock()
     device = torch.device(device)

@@ -86,3 +86,22 @@ def test_parameter_layouts_follow_torch():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         build_problem("resnet", {}, None, (), torch.device("cpu"))
+
+
+def test_the_batched_cnn_is_the_plain_torch_network_per_replica():
+    """Grouped convolutions over stacked replicas compute each replica's own network."""
+    import torch.nn.functional as F
+
+    t = get_suite("tiny").task("cnn_digits")
+    problem = build_problem(t.model, t.model_kwargs, t.data, t.data_args, torch.device("cpu"))
+    params = [torch.stack([problem.init(torch.Generator().manual_seed(s))[k] for s in range(2)])
+              for k in range(len(problem.shapes))]
+    val = problem.val_loss(params)
+    x = problem.x_val.reshape(-1, 1, 8, 8)
+    for r in range(2):
+        w1, b1, w2, b2, wf, bf = (p[r] for p in params)
+        h = F.relu(F.conv2d(x, w1, b1, padding=1))
+        h = F.relu(F.conv2d(h, w2, b2, stride=2, padding=1))
+        logits = F.linear(h.flatten(1), wf, bf)
+        torch.testing.assert_close(F.cross_entropy(logits, problem.y_val), val[r],
+                                   rtol=1e-5, atol=1e-6)
