@@ -161,13 +161,13 @@ def draw(graph: nx.DiGraph, path: Path) -> None:
     colors = ["#ffd54f" if n == root else ("#c8e6c9" if graph.nodes[n].get("seed") else
                                             "#e3f2fd") for n in graph.nodes]
     nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=12,
-                           edge_color="#607d8b", node_size=2200)
-    nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colors, node_size=2200,
+                           edge_color="#607d8b", node_size=3200)
+    nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colors, node_size=3200,
                            edgecolors="#37474f", node_shape="s")
     nx.draw_networkx_labels(graph, pos, ax=ax, font_size=7,
                             labels={n: _label(graph, n) for n in graph.nodes})
     if graph.number_of_edges() <= 60:
-        nx.draw_networkx_edge_labels(graph, pos, ax=ax, font_size=6, edge_labels={
+        nx.draw_networkx_edge_labels(graph, pos, ax=ax, font_size=6, rotate=False, edge_labels={
             (u, v): d.get("mutation", "") for u, v, d in graph.edges(data=True)})
     ax.set_title(f"lineage of program {root}" if root is not None else "lineage")
     ax.axis("off")

@@ -40,6 +40,23 @@ def programs_where(s: Session, column, value: str) -> list[ProgramRecord]:
     return [convert.program(r) for r in rows]
 
 
+def _bulk_campaign_filter(s: Session, camp_id: int):
+    """`campaign_id = :id` for queries that aggregate over a whole campaign.
+
+    SQLite's planner uses the campaign index even when the campaign holds most of the table,
+    and then pays a random row lookup per evaluation (about 8x slower than a scan at 100,000
+    rows). When the campaign is more than a tenth of the table (two fast index-only counts
+    tell), the filter is written as ``campaign_id + 0 = :id``, which no index matches, so
+    SQLite scans. PostgreSQL's planner chooses well by itself."""
+    if s.get_bind().dialect.name == "sqlite":
+        total = s.execute(select(func.count()).select_from(E)).scalar_one()
+        mine = s.execute(select(func.count()).select_from(E)
+                         .where(E.campaign_id == camp_id)).scalar_one()
+        if mine * 10 > total:
+            return (E.campaign_id + 0) == camp_id
+    return E.campaign_id == camp_id
+
+
 def _scope(stmt, camp_id: int | None, suite: str | None, stage: int | None):
     if camp_id is not None:
         stmt = stmt.where(E.campaign_id == camp_id)
@@ -103,10 +120,19 @@ def _ranked(s: Session, rows: list[m.Evaluation]) -> list[RankedProgram]:
 
 
 def _best_per_program(s: Session, camp_id: int | None, suite: str | None,
-                      stage: int | None) -> dict[int, float]:
-    stmt = _scope(select(E.program_id, func.max(E.rank_score))
-                  .where(E.rank_score.is_not(None)), camp_id, suite, stage)
-    return {pid: score for pid, score in s.execute(stmt.group_by(E.program_id))}
+                      stage: int | None) -> dict[int, tuple[float, int]]:
+    """program id -> (best rank score, complexity) over the evaluations in scope."""
+    sqlite = s.get_bind().dialect.name == "sqlite"
+    # On SQLite, grouping by the bare column makes the planner walk the program_id index
+    # and look up every row at random; `program_id + 0` makes it scan and sort instead
+    # (about 3x faster at 100,000 rows).
+    key = (E.program_id + 0) if sqlite else E.program_id
+    stmt = _scope(select(key, func.max(E.rank_score), func.min(m.Program.complexity))
+                  .join(m.Program, m.Program.id == E.program_id)
+                  .where(E.rank_score.is_not(None)), None, suite, stage)
+    if camp_id is not None:
+        stmt = stmt.where(_bulk_campaign_filter(s, camp_id))
+    return {int(pid): (score, int(cx)) for pid, score, cx in s.execute(stmt.group_by(key))}
 
 
 def pareto_front(s: Session, *, campaign: CampaignRef | None = None, suite: str | None = None,
@@ -117,22 +143,15 @@ def pareto_front(s: Session, *, campaign: CampaignRef | None = None, suite: str 
     complexity only the best scorer (earliest id on ties) can be on it."""
     camp_id = campaign_id(s, campaign)
     best = _best_per_program(s, camp_id, suite, stage)
-    if not best:
-        return []
-    ids = list(best)
-    complexity: dict[int, int] = {}
-    for i in range(0, len(ids), 500):
-        complexity.update(s.execute(select(m.Program.id, m.Program.complexity)
-                                    .where(m.Program.id.in_(ids[i:i + 500]))).all())
-    order = sorted(best, key=lambda pid: (complexity[pid], -best[pid], pid))
+    order = sorted(best, key=lambda pid: (best[pid][1], -best[pid][0], pid))
     front, bar = [], float("-inf")
     for pid in order:
-        if best[pid] > bar:
+        if best[pid][0] > bar:
             front.append(pid)
-            bar = best[pid]
+            bar = best[pid][0]
     rows = []
     for pid in front:
-        stmt = _scope(select(E).where(E.program_id == pid, E.rank_score == best[pid]),
+        stmt = _scope(select(E).where(E.program_id == pid, E.rank_score == best[pid][0]),
                       camp_id, suite, stage).order_by(E.id).limit(1)
         rows.append(s.scalars(stmt).one())
     return _ranked(s, rows)
@@ -165,29 +184,43 @@ def suites(s: Session, *, campaign: CampaignRef | None = None) -> list[SuiteSumm
 
 def campaign_stats(s: Session, campaign: CampaignRef) -> CampaignStats:
     camp = campaign_row(s, campaign)
-    in_camp = E.campaign_id == camp.id
-    by_status = dict(s.execute(select(E.status, func.count()).where(in_camp)
-                               .group_by(E.status)).all())
-    n_programs, best, wall, first, last = s.execute(
-        select(func.count(func.distinct(E.program_id)), func.max(E.rank_score),
+    in_camp = _bulk_campaign_filter(s, camp.id)
+    # One pass over the campaign's evaluations, grouped finely; totals are summed here.
+    groups = s.execute(
+        select(E.status, E.suite, E.stage, func.count(), func.max(E.rank_score),
                func.sum(E.wall_time), func.min(E.created_at), func.max(E.created_at))
-        .where(in_camp)).one()
+        .where(in_camp).group_by(E.status, E.suite, E.stage)).all()
+    n_programs = s.execute(select(func.count(func.distinct(E.program_id)))
+                           .where(in_camp)).scalar_one()
     edges = s.execute(select(func.count()).select_from(m.LineageRow)
                       .where(m.LineageRow.campaign_id == camp.id)).scalar_one()
+    by_status: dict[str, int] = {}
+    by_suite: dict[tuple[str, int], int] = {}
+    best, wall, first, last = None, 0.0, None, None
+    for status, suite, stage, count, top_score, wall_sum, t0, t1 in groups:
+        by_status[status] = by_status.get(status, 0) + int(count)
+        by_suite[(suite, stage)] = by_suite.get((suite, stage), 0) + int(count)
+        if top_score is not None and (best is None or top_score > best):
+            best = top_score
+        wall += float(wall_sum or 0.0)
+        t0, t1 = _as_datetime(t0), _as_datetime(t1)
+        first = t0 if first is None or (t0 is not None and t0 < first) else first
+        last = t1 if last is None or (t1 is not None and t1 > last) else last
     utc = m.UTCDateTime()
     dialect = s.get_bind().dialect
     return CampaignStats(
         campaign=convert.campaign(camp),
         evaluations=sum(by_status.values()),
         programs=int(n_programs),
-        by_status={k: int(v) for k, v in sorted(by_status.items())},
-        suites=tuple(suites(s, campaign=camp.id)),
-        best_score=best,
-        total_wall_time=float(wall or 0.0),
+        by_status=dict(sorted(by_status.items())),
+        suites=tuple(sorted((SuiteSummary(su, st, n) for (su, st), n in by_suite.items()),
+                            key=lambda x: (x.stage, x.suite))),
+        best_score=None if best is None else float(best),
+        total_wall_time=wall,
         lineage_edges=int(edges),
         # Aggregates lose the column type on some backends: decode like a column would.
-        first_evaluation_at=utc.process_result_value(_as_datetime(first), dialect),
-        last_evaluation_at=utc.process_result_value(_as_datetime(last), dialect),
+        first_evaluation_at=utc.process_result_value(first, dialect),
+        last_evaluation_at=utc.process_result_value(last, dialect),
     )
 
 

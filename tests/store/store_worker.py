@@ -8,8 +8,6 @@
                                                      from SHARED shared ones, print "done"
     store_worker.py reader URL CAMPAIGN              print "ready", wait for "go", query in a
                                                      loop until stdin closes, print counts
-    store_worker.py insert-same URL N                print "ready", wait for "go", add the
-                                                     same N programs, print their ids
 
 Any exception makes the process exit non-zero with its traceback on stderr.
 """
@@ -69,13 +67,12 @@ def writer(url: str, campaign: str, w: int, n: int, shared: int) -> None:
 def reader(url: str, campaign: str) -> None:
     st = Store(url)
     stop = threading.Event()
+    wait_for_go()
 
     def watch_stdin() -> None:
-        sys.stdin.readline()  # "go"
         sys.stdin.readline()  # EOF when the test closes stdin
         stop.set()
 
-    print("ready", flush=True)
     threading.Thread(target=watch_stdin, daemon=True).start()
     queries, last = 0, 0
     while not stop.is_set():
@@ -91,13 +88,6 @@ def reader(url: str, campaign: str) -> None:
     print(f"queries {queries} last {last}", flush=True)
 
 
-def insert_same(url: str, n: int) -> None:
-    st = Store(url)
-    wait_for_go()
-    ids = [st.add_program(program(i)).id for i in range(n)]
-    print("ids " + " ".join(map(str, ids)), flush=True)
-
-
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "crash-writer":
@@ -106,7 +96,5 @@ if __name__ == "__main__":
         writer(args[0], args[1], int(args[2]), int(args[3]), int(args[4]))
     elif mode == "reader":
         reader(args[0], args[1])
-    elif mode == "insert-same":
-        insert_same(args[0], int(args[1]))
     else:
         sys.exit(f"unknown mode {mode}")

@@ -1,5 +1,6 @@
 """Four processes write evaluations at once while a fifth queries: no "database is locked"
-reaches anyone, no row is lost or doubled, shared programs are inserted once."""
+reaches anyone, no row is lost or doubled, shared programs are inserted once. The five also
+open the database while it does not exist yet, so its schema is created under contention."""
 
 from __future__ import annotations
 
@@ -7,19 +8,19 @@ from storetest_helpers import spawn_worker
 
 from store import Store
 
-WRITERS, PER_WRITER, SHARED = 4, 40, 25
+WRITERS, PER_WRITER, SHARED = 4, 30, 20
 
 
 def test_four_writers_one_reader(db_url: str):
-    with Store(db_url) as st:
-        st.create_campaign("busy", {})
     writers = [spawn_worker("writer", db_url, "busy", str(w), str(PER_WRITER), str(SHARED),
                             stdin=True) for w in range(WRITERS)]
     reader = spawn_worker("reader", db_url, "busy", stdin=True)
     procs = writers + [reader]
     try:
-        for p in procs:
+        for p in procs:  # each has opened (and maybe created) the database
             assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        with Store(db_url, create=False) as st:
+            st.create_campaign("busy", {})
         for p in procs:  # start together
             p.stdin.write("go\n")
             p.stdin.flush()

@@ -14,7 +14,7 @@ from storetest_helpers import spawn_worker
 
 from store import Store
 
-ROUNDS = 6
+ROUNDS = 5
 
 
 def _integrity(db_url: str) -> None:

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
-from storetest_helpers import program, spawn_worker
+from storetest_helpers import program
 
 from store import (
     DatabaseNotFound,
@@ -97,8 +97,6 @@ def test_foreign_sqlite_databases_are_refused(tmp_path: Path):
         Store(f"sqlite:///{garbage}", create=False)
     with pytest.raises(NotAnOptforgeDatabase, match="is a directory"):
         Store(f"sqlite:///{tmp_path}")
-
-
 def test_bad_urls_are_one_line_errors(tmp_path: Path):
     from store import ConnectionFailed
 
@@ -118,28 +116,3 @@ def test_sqlite_settings(sqlite_url: str):
             conn.rollback()
     assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 5000,
                        "synchronous": 2}
-
-
-def test_concurrent_first_open_creates_the_schema_once(db_url: str):
-    """Four processes open the same fresh database at once and insert the same programs:
-    the schema is created once and every program has one row and one id."""
-    workers = [spawn_worker("insert-same", db_url, "12", stdin=True) for _ in range(4)]
-    try:
-        for w in workers:
-            assert w.stdout.readline().strip() == "ready", w.stderr.read()
-        for w in workers:
-            w.stdin.write("go\n")
-            w.stdin.flush()
-        outputs = []
-        for w in workers:
-            out, err = w.communicate()
-            assert w.returncode == 0, err
-            outputs.append(out.split())
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
-    assert all(o == outputs[0] for o in outputs)
-    with Store(db_url, create=False) as st:
-        assert st.count_programs() == 12
