@@ -11,7 +11,6 @@ campaign). The graph's own attribute `root` is the program asked about.
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import networkx as nx

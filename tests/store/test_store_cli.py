@@ -33,7 +33,8 @@ CHILD = '''def child(w, g, lr, t, m, v, beta1=0.9, beta2=0.999, eps=1e-8, weight
     u = m / sqrt(m * m)
     return lr * (u + weight_decay * w), m, v
 '''
-GRANDCHILD = '''def grandchild(w, g, lr, t, m, v, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+GRANDCHILD = '''def grandchild(w, g, lr, t, m, v, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.01):
     m = interp(g, m, beta1)
     return lr * (sign(m) + weight_decay * w), m, v
 '''

@@ -9,7 +9,7 @@ import signal
 import time
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from storetest_helpers import spawn_worker
 
 from store import Store
