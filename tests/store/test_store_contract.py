@@ -346,3 +346,29 @@ def test_real_dsl_programs(store: Store):
     assert dsl.parse(rec.source) == prog
     renamed = dsl.parse(src.replace("c = interp", "k = interp").replace("sign(c)", "sign(k)"))
     assert store.add_program(renamed).id == rec.id  # variable names do not change identity
+
+
+def test_any_double_roundtrips(store: Store):
+    """Property: every IEEE double (sign of zero aside on SQLite) comes back bit-exact, in a
+    column and inside JSON metrics."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    p = store.add_program(program(1))
+
+    @settings(max_examples=40, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True))
+    def roundtrip(value: float) -> None:
+        ev = store.add_evaluation(p.id, suite="prop", status="ok", score=value,
+                                  tasks=[TaskResultRecord("t", "ok", value, loss=value,
+                                                          metrics={"v": value})])
+        back = store.get_evaluation(ev.id)
+        for got in (back.score, back.tasks[0].score, back.tasks[0].loss,
+                    back.tasks[0].metrics["v"]):
+            if math.isnan(value):
+                assert math.isnan(got)
+            else:
+                assert got == value
+
+    roundtrip()
