@@ -20,6 +20,7 @@ from .errors import UserError
 COMMAND_MODULES = (
     "search.commands.rules",
     "search.commands.campaign",
+    "search.commands.store_cmds",
 )
 
 
