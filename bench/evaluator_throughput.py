@@ -77,9 +77,10 @@ def batched_vs_naive(suite, kernel, threads: int) -> None:
     for task in suite.tasks:
         problem = build_problem(task.model, task.model_kwargs, task.data, task.data_args,
                                 torch.device("cpu"))
-        tb, _ = timed(lambda: train_task(task, kernel, problem=problem), repeats=2)
+        tb, _ = timed(lambda task=task, problem=problem: train_task(task, kernel,
+                                                                    problem=problem), repeats=2)
 
-        def naive():
+        def naive(task=task, problem=problem):
             for lr in task.lrs:
                 for seed in task.seeds:
                     train_replicas(task, kernel, [lr], [seed], problem=problem)

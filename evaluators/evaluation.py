@@ -18,7 +18,7 @@ from dsl import Program, parse
 from dsl.kernel import compile_kernel
 
 from .jobs import Job, error_run, hyper_items, run_job
-from .pool import EvaluatorPool
+from .pool import HARD_LIMIT, WORKER_DIED, EvaluatorPool
 from .scoring import (BASELINE_RULES, SCORE_FLOOR, Baseline, TaskScore, baseline_from_runs,
                       cache_dir, candidate_status, load_baselines, save_baselines, score_task,
                       suite_score)
@@ -157,7 +157,8 @@ def evaluate_many(candidates: Iterable[Program], suite: str | Suite = "small", *
     and no job is waiting, so a generator may produce children from the results seen so
     far. The heavier tasks of a candidate are dispatched first, so they do not finish last.
     A worker that dies costs only the candidate it was running: that candidate's result
-    has status ``error``, its remaining tasks are skipped, and the pool goes on.
+    has status ``error`` (``timeout`` if it hung past the pool's hard limit), its remaining
+    tasks are skipped, and the pool goes on.
     """
     own = pool is None
     if own:
@@ -182,7 +183,7 @@ def _run_candidates(candidates: Iterable[Program], suite: Suite, pool: Evaluator
                     time_budget_s: float | None) -> Iterator[EvalResult]:
     programs: dict[int, Program] = {}
     runs: dict[int, dict[str, TaskRun]] = {}
-    failed: dict[int, str] = {}  # candidate -> how its worker died
+    failed: dict[int, tuple[str, str]] = {}  # candidate -> (status, how it took a worker down)
     ready: list[EvalResult] = []
     order = _task_order(suite)
 
@@ -205,23 +206,24 @@ def _run_candidates(candidates: Iterable[Program], suite: Suite, pool: Evaluator
         if index not in runs:
             continue
         runs[index][task_name] = run
-        if run.error and run.error.startswith("worker died") and index not in failed:
-            # The candidate kills its worker: skip its other tasks, they would too.
-            failed[index] = f"{task_name}: {run.error}"
+        if run.error and run.error.startswith((WORKER_DIED, HARD_LIMIT)) and index not in failed:
+            # The candidate killed (or hung) its worker: skip its other tasks, they would too.
+            status = Status.ERROR if run.error.startswith(WORKER_DIED) else Status.TIMEOUT
+            failed[index] = (status.value, f"{task_name}: {run.error}")
             for t in suite.tasks:
                 if t.name not in runs[index]:
                     pool.discard((index, t.name))
-                    runs[index][t.name] = error_run(t, "skipped: an earlier task of this "
-                                                       "candidate killed its worker")
+                    runs[index][t.name] = error_run(t, "skipped: another task of this "
+                                                       "candidate took its worker down", status)
         if len(runs[index]) == len(suite.tasks):
             result = _assemble(index, programs.pop(index), suite, runs.pop(index), baselines)
             if index in failed:
-                result = _as_error(result, failed.pop(index))
+                result = _as_failed(result, *failed.pop(index))
             yield result
     while ready:
         yield ready.pop(0)
 
 
-def _as_error(result: EvalResult, message: str) -> EvalResult:
-    """A candidate that killed a worker is an error, whatever its other tasks did."""
-    return replace(result, status=Status.ERROR.value, score=SCORE_FLOOR, error=message)
+def _as_failed(result: EvalResult, status: str, message: str) -> EvalResult:
+    """A candidate that killed or hung a worker fails, whatever its other tasks did."""
+    return replace(result, status=status, score=SCORE_FLOOR, error=message)

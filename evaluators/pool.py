@@ -14,7 +14,8 @@ One job per slot at a time buys two things:
   slot gets a fresh worker, and every other job goes on;
 * a hard limit: a job that overruns `hard_limit_s` (a worker stuck inside one huge op,
   where the trainer's own budget check never runs) is killed with its worker and comes back
-  as a ``timeout`` run.
+  as a ``timeout`` run. The limit counts from the job's start on a warm worker: a fresh
+  worker first runs a no-op to show it is up, and only then gets jobs.
 
 Workers are reused across calls (data and compiled kernels stay cached in them) until
 `close`. Jobs and results cross process boundaries by pickling: everything in a `Job` and a
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
@@ -33,9 +33,15 @@ from joblib.externals import loky
 from joblib.externals.loky.process_executor import BrokenProcessPool
 
 from .jobs import Job, error_run, init_worker, run_job
+from .scoring import EvaluationError
 from .trainer import Status, TaskRun
 
-__all__ = ["EvaluatorPool", "SlotSpec", "plan_slots", "cuda_device_count"]
+__all__ = ["EvaluatorPool", "SlotSpec", "plan_slots", "cuda_device_count", "WORKER_DIED",
+           "HARD_LIMIT"]
+
+# How the runs of jobs that took their worker down begin their error message.
+WORKER_DIED = "worker died while running this candidate"
+HARD_LIMIT = "killed at the hard limit"
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,15 @@ def plan_slots(workers: int | None, cuda_devices: int, cpu_count: int) -> list[S
     return [SlotSpec("cpu", max(1, cpu_count // n)) for _ in range(n)]
 
 
+def _ready() -> bool:
+    """A worker's first call: returns once the process is up and its initialiser ran."""
+    return True
+
+
 class _Slot:
+    """One single-worker executor. A new worker first runs `_ready` (the slot is *warming*);
+    jobs go only to a warm worker, so a job's hard limit never counts worker start-up."""
+
     def __init__(self, spec: SlotSpec):
         self.spec = spec
         self.executor: Any = None
@@ -75,15 +89,20 @@ class _Slot:
         self.key: Hashable | None = None
         self.job: Job | None = None
         self.started = 0.0
+        self.warm = False
+        self.failed_starts = 0
 
-    def ensure(self) -> None:
+    def start(self) -> None:
+        """Start a worker if there is none (its readiness future becomes `future`)."""
         if self.executor is None:
             self.executor = loky.ProcessPoolExecutor(
                 max_workers=1, initializer=init_worker,
                 initargs=(self.spec.device, self.spec.threads))
+            self.warm = False
+            self.key = self.job = None
+            self.future = self.executor.submit(_ready)
 
     def submit(self, runner: Callable[[Job], TaskRun], key: Hashable, job: Job) -> None:
-        self.ensure()
         self.key, self.job, self.started = key, job, time.monotonic()
         self.future = self.executor.submit(runner, job)
 
@@ -91,17 +110,23 @@ class _Slot:
         self.future = self.key = self.job = None
 
     def kill(self) -> None:
-        """Throw the worker away (it died or overran); the next submit starts a fresh one."""
+        """Throw the worker away (it died or overran); `start` makes a fresh one."""
         if self.executor is not None:
             try:
                 self.executor.shutdown(wait=False, kill_workers=True)
             except Exception:  # noqa: BLE001 - it is being discarded anyway
                 pass
         self.executor = None
+        self.warm = False
+        self.future = self.key = self.job = None
 
     @property
-    def busy(self) -> bool:
-        return self.future is not None
+    def idle(self) -> bool:
+        return self.warm and self.future is None
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None
 
 
 class EvaluatorPool:
@@ -111,8 +136,12 @@ class EvaluatorPool:
     `devices`: explicit slots (overrides auto-detection); `runner`: the function a worker
     applies to a job (default `evaluators.jobs.run_job`; it must be picklable by reference);
     `hard_limit_s(job)`: seconds after which a running job is killed (default: twice its
-    task's time budget plus a minute for worker start-up).
+    task's time budget plus 30 s). Workers start when the pool is first used, all at once.
     """
+
+    # A slot whose fresh worker dies before running anything this many times in a row means
+    # workers cannot start here at all (a broken install): EvaluationError, not a retry loop.
+    MAX_FAILED_STARTS = 3
 
     def __init__(self, workers: int | None = None, *, devices: list[SlotSpec] | None = None,
                  runner: Callable[[Job], TaskRun] = run_job,
@@ -129,6 +158,7 @@ class EvaluatorPool:
         self.runner = runner
         self.hard_limit_s = hard_limit_s or _default_hard_limit
         self.restarts = 0
+        self._discarded: set[Hashable] = set()
 
     @property
     def size(self) -> int:
@@ -144,47 +174,67 @@ class EvaluatorPool:
         can be dropped before they start with `discard`."""
         source = iter(jobs)
         exhausted = False
-        self._discarded: set[Hashable] = set()
+        self._discarded = set()
         try:
             while True:
                 for slot in self.slots:
-                    while not slot.busy and not exhausted:
+                    slot.start()
+                for slot in self.slots:
+                    while slot.idle and not exhausted:
                         try:
                             key, job = next(source)
                         except StopIteration:
                             exhausted = True
                             break
-                        if key in self._discarded:
-                            continue
-                        slot.submit(self.runner, key, job)
-                busy = [s for s in self.slots if s.busy]
-                if not busy:
+                        if key not in self._discarded:
+                            slot.submit(self.runner, key, job)
+                running = [s for s in self.slots if s.running]
+                if exhausted and not running:
                     return
-                done, _ = loky.wait([s.future for s in busy], timeout=0.5,
-                                    return_when=loky.FIRST_COMPLETED)
-                for slot in busy:
+                pending = [s.future for s in self.slots if s.future is not None]
+                done, _ = loky.wait(pending, timeout=0.5, return_when=loky.FIRST_COMPLETED)
+                for slot in self.slots:
+                    if slot.future is None:
+                        continue
                     if slot.future in done:
-                        yield slot.key, self._collect(slot)
-                    elif time.monotonic() - slot.started > self.hard_limit_s(slot.job):
+                        if slot.running:
+                            yield slot.key, self._collect(slot)
+                        else:
+                            self._warmed(slot)
+                    elif slot.running and \
+                            time.monotonic() - slot.started > self.hard_limit_s(slot.job):
                         key, job = slot.key, slot.job
                         limit = self.hard_limit_s(job)
                         slot.kill()
-                        slot.release()
                         self.restarts += 1
-                        yield key, error_run(job.task, f"killed after {limit:.0f} s "
-                                             f"(hard limit)", Status.TIMEOUT, limit)
+                        yield key, error_run(job.task, f"{HARD_LIMIT} ({limit:.0f} s)",
+                                             Status.TIMEOUT, limit)
                 if on_idle is not None:
                     on_idle()
         finally:
             # An abandoned generator (the caller stopped early) must not leave jobs running.
             for slot in self.slots:
-                if slot.busy:
+                if slot.running:
                     slot.kill()
-                    slot.release()
 
     def discard(self, key: Hashable) -> None:
         """Skip the job with `key` if it has not started yet (during `run`)."""
         self._discarded.add(key)
+
+    def _warmed(self, slot: _Slot) -> None:
+        future = slot.future
+        slot.release()
+        try:
+            future.result()
+        except Exception as e:  # noqa: BLE001 - the worker could not start
+            slot.kill()
+            slot.failed_starts += 1
+            if slot.failed_starts >= self.MAX_FAILED_STARTS:
+                raise EvaluationError(f"evaluator workers on {slot.spec.device} cannot start: "
+                                   f"{type(e).__name__}: {e}") from None
+            return
+        slot.warm = True
+        slot.failed_starts = 0
 
     def _collect(self, slot: _Slot) -> TaskRun:
         job, future = slot.job, slot.future
@@ -197,8 +247,7 @@ class EvaluatorPool:
             slot.kill()
             self.restarts += 1
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return error_run(job.task, f"worker died while running this candidate "
-                             f"({detail})", Status.ERROR, elapsed)
+            return error_run(job.task, f"{WORKER_DIED} ({detail})", Status.ERROR, elapsed)
         except Exception as e:  # noqa: BLE001 - a job that raised: its error, not the pool's
             return error_run(job.task, f"{type(e).__name__}: {e}", Status.ERROR, elapsed)
 
@@ -210,6 +259,8 @@ class EvaluatorPool:
                 except Exception:  # noqa: BLE001
                     slot.kill()
                 slot.executor = None
+                slot.warm = False
+                slot.release()
 
     def __enter__(self) -> "EvaluatorPool":
         return self
@@ -220,4 +271,4 @@ class EvaluatorPool:
 
 def _default_hard_limit(job: Job) -> float:
     budget = job.time_budget_s if job.time_budget_s is not None else job.task.time_budget_s
-    return 2 * budget + 60.0
+    return 2 * budget + 30.0

@@ -173,7 +173,7 @@ def candidate_status(scores: Iterable[TaskScore]) -> str:
 
 class EvaluationError(RuntimeError):
     """A suite cannot be evaluated here: a baseline failed on every replica of a task (a
-    broken task or missing data, never a candidate's fault)."""
+    broken task or missing data), or pool workers cannot start; never a candidate's fault."""
 
 
 def baseline_from_runs(sgd: TaskRun, adamw: TaskRun) -> Baseline:

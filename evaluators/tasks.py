@@ -192,27 +192,27 @@ _SIZES: dict[str, dict[str, tuple[dict, dict, int, int]]] = {
     "rosenbrock": {
         "tiny": (dict(dim=2), {}, 100, 1),
         "small": (dict(dim=2), {}, 200, 1),
-        "medium": (dict(dim=4), {}, 1500, 1)},
+        "medium": (dict(dim=4), {}, 1000, 1)},
     "logreg_cancer": {
         "tiny": ({}, {}, 30, 32),
         "small": ({}, {}, 100, 32),
-        "medium": ({}, {}, 400, 32)},
+        "medium": ({}, {}, 300, 32)},
     "mlp_digits": {
         "tiny": (dict(hidden=(32,)), {}, 30, 32),
         "small": (dict(hidden=(128,)), {}, 40, 128),
-        "medium": (dict(hidden=(256, 256)), {}, 400, 128)},
+        "medium": (dict(hidden=(128, 128)), {}, 150, 64)},
     "cnn_digits": {
         "tiny": (dict(c1=4, c2=8), {}, 20, 16),
         "small": (dict(c1=4, c2=8), {}, 50, 16),
-        "medium": (dict(c1=16, c2=32), {}, 300, 64)},
+        "medium": (dict(c1=8, c2=16), {}, 100, 32)},
     "char_lm": {
         "tiny": (dict(d_model=16, context=16, val_windows=16), {}, 20, 4),
         "small": (dict(d_model=16, context=16, val_windows=32), {}, 40, 8),
-        "medium": (dict(d_model=48, context=32, val_windows=128), {}, 300, 16)},
+        "medium": (dict(d_model=32, context=16, val_windows=64), {}, 100, 8)},
     "teacher_student": {
         "tiny": (dict(hidden=(16,) * 4), {}, 40, 32),
         "small": (dict(hidden=(32,) * 4), {}, 100, 64),
-        "medium": (dict(hidden=(64,) * 6), {}, 600, 64)},
+        "medium": (dict(hidden=(32,) * 6), {}, 200, 64)},
 }
 
 # What does not change with size.

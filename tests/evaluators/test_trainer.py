@@ -8,12 +8,11 @@ import itertools
 import math
 
 import pytest
-import torch
 
 import dsl
 import seeds
 from dsl.kernel import compile_kernel
-from evaluators import Status, get_suite, train_replicas, train_task
+from evaluators import Status, train_replicas, train_task
 
 from .helpers import EXPLODING_RULE, NAN_RULE, rule, same_floats
 
