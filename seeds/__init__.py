@@ -1,13 +1,76 @@
-"""Known optimizers written in the rule language, one `NAME.rule` file each."""
+"""Known optimizers written in the rule language, one `NAME.rule` file each.
+
+Every seed's docstring follows one layout, which `seed_info` reads::
+
+    \"\"\"Adam: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
+
+    Free text: the form followed, and where the paper and the common implementation differ.
+
+    reference: torch.optim.Adam
+    lr: 0.001
+    \"\"\"
+
+* the first paragraph is the citation (it names the paper and its year);
+* the trailing ``key: value`` lines are metadata: ``reference`` names what the seed is verified
+  against step by step (`tests/seeds/`), ``lr`` is the reference's default learning rate (the
+  default of the exported optimizer's ``lr``);
+* the paragraphs in between are notes.
+
+`rule_metadata` applies the same reading to any program, so a rule file written in this
+layout exports with its own default learning rate too.
+"""
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 from dsl import Program, parse
 
-__all__ = ["seed_names", "load_seed", "seed_source"]
+__all__ = ["SeedInfo", "RuleMetadata", "seed_names", "load_seed", "seed_source", "seed_info",
+           "rule_metadata"]
+
+_FIELD = re.compile(r"([a-z_]+):\s*(.+)\Z")
+_YEAR = re.compile(r"\b(19[5-9][0-9]|20[0-9][0-9])\b")
+_FIELDS = ("reference", "lr")
+
+
+@dataclass(frozen=True)
+class RuleMetadata:
+    """What a rule's docstring says about it (see the module doc); empty strings and None
+    where it says nothing."""
+
+    citation: str
+    year: int | None
+    notes: str
+    reference: str
+    lr: float | None
+
+
+@dataclass(frozen=True)
+class SeedInfo:
+    name: str
+    program: Program
+    metadata: RuleMetadata
+
+    @property
+    def citation(self) -> str:
+        return self.metadata.citation
+
+    @property
+    def year(self) -> int | None:
+        return self.metadata.year
+
+    @property
+    def reference(self) -> str:
+        return self.metadata.reference
+
+    @property
+    def lr(self) -> float | None:
+        return self.metadata.lr
 
 
 def seed_names() -> tuple[str, ...]:
@@ -25,3 +88,39 @@ def seed_source(name: str) -> str:
 def load_seed(name: str) -> Program:
     """The seed program `name` (raises KeyError for an unknown name)."""
     return parse(seed_source(name), f"seeds/{name}.rule")
+
+
+def seed_info(name: str) -> SeedInfo:
+    """The seed `name` with its citation and metadata (raises KeyError for an unknown name)."""
+    program = load_seed(name)
+    return SeedInfo(name, program, rule_metadata(program))
+
+
+def rule_metadata(program: Program) -> RuleMetadata:
+    """Citation, year, notes, reference and default learning rate from a rule's docstring."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", program.doc.strip()) if p.strip()]
+    fields: dict[str, str] = {}
+    if paragraphs:
+        lines = paragraphs[-1].splitlines()
+        parsed = [_FIELD.match(line.strip()) for line in lines]
+        if all(m is not None and m.group(1) in _FIELDS for m in parsed):
+            fields = {m.group(1): m.group(2).strip() for m in parsed}
+            paragraphs = paragraphs[:-1]
+    citation = " ".join(paragraphs[0].split()) if paragraphs else ""
+    # The year of publication: the first year after the quoted title (a title may hold a
+    # number; an arXiv year may follow the venue's).
+    years = _YEAR.findall(citation[citation.rfind('"') + 1:]) or _YEAR.findall(citation)
+    notes = "\n\n".join(" ".join(p.split()) for p in paragraphs[1:])
+    return RuleMetadata(citation=citation, year=int(years[0]) if years else None,
+                        notes=notes, reference=fields.get("reference", ""),
+                        lr=_positive_float(fields.get("lr")))
+
+
+def _positive_float(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None

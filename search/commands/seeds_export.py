@@ -1,0 +1,153 @@
+"""`optforge seeds [--json]` and `optforge export SEED|FILE --out FILE.py`.
+
+`export` resolves its argument with `resolve_rule`: an existing file is a rule file, else a
+seed name. (A program id from the database plugs in there when the store lands: `export_rule`
+takes any `Program` with a provenance line.)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import dsl
+import seeds
+from dsl.export import ExportError, default_class_name, export_module
+
+from ..errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("seeds", help="list the seed optimizers: name, statements, "
+                                     "hyperparameters with defaults, citation")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(func=run_seeds)
+
+    p = sub.add_parser("export", help="write a rule as a standalone torch optimizer module "
+                                      "(imports only torch)")
+    p.add_argument("rule", metavar="SEED|FILE", help="a seed name (see `optforge seeds`) or a "
+                                                     "rule file holding one rule")
+    p.add_argument("--out", required=True, metavar="FILE.py", help="the module to write")
+    p.add_argument("--class-name", metavar="NAME",
+                   help="the optimizer class's name (default: from the rule's name, "
+                        "e.g. sgd_momentum -> SgdMomentum)")
+    p.add_argument("--force", action="store_true", help="overwrite FILE.py if it exists")
+    p.set_defaults(func=run_export)
+
+
+# ---- seeds ----------------------------------------------------------------------------------
+
+def seed_record(name: str) -> dict:
+    info = seeds.seed_info(name)
+    p = info.program
+    return {
+        "name": name,
+        "citation": info.citation,
+        "year": info.year,
+        "reference": info.reference,
+        "lr": info.lr,
+        "statements": dsl.statement_count(p),
+        "complexity": dsl.complexity(p),
+        "state": list(p.state),
+        "hyperparameters": {n: v for n, v in p.hyperparams},
+    }
+
+
+def run_seeds(args) -> int:
+    records = [seed_record(name) for name in seeds.seed_names()]
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    rows = [(r["name"], str(r["statements"]),
+             " ".join([f"lr={_g(r['lr'])}"] + [f"{k}={_g(v)}"
+                                               for k, v in r["hyperparameters"].items()]),
+             r["citation"]) for r in records]
+    header = ("NAME", "STMTS", "HYPERPARAMETERS (defaults)", "CITATION")
+    widths = [max(len(row[i]) for row in rows + [header]) for i in range(3)]
+    for row in [header] + rows:
+        sys.stdout.write("  ".join([row[0].ljust(widths[0]), row[1].rjust(widths[1]),
+                                    row[2].ljust(widths[2]), row[3]]).rstrip() + "\n")
+    return 0
+
+
+def _g(v) -> str:
+    return "?" if v is None else f"{v:g}"
+
+
+# ---- export ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ResolvedRule:
+    program: dsl.Program
+    provenance: str
+    default_lr: float | None
+
+
+def resolve_rule(arg: str) -> ResolvedRule:
+    """A rule file (if `arg` names an existing file), else a seed. Raises `UserError` for
+    anything else, and `dsl.RuleError` for a file that does not parse."""
+    if os.path.isdir(arg):
+        raise UserError(f"{arg} is a directory; give a rule file or a seed name")
+    if os.path.exists(arg):
+        rules = dsl.load_rules(arg)
+        if len(rules) != 1:
+            names = ", ".join(r.name for r in rules)
+            raise UserError(f"{arg} holds {len(rules)} rules ({names}); export takes a file "
+                            f"with one rule")
+        program = rules[0]
+        return ResolvedRule(program, f"rule file {os.path.basename(arg)}",
+                            seeds.rule_metadata(program).lr)
+    names = seeds.seed_names()
+    if arg in names:
+        info = seeds.seed_info(arg)
+        return ResolvedRule(info.program, f"optforge seed '{arg}' (seeds/{arg}.rule)", info.lr)
+    if arg.endswith(".rule") or os.sep in arg or "/" in arg:
+        raise UserError(f"no such file: {arg}")
+    close = difflib.get_close_matches(arg, names, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise UserError(f"'{arg}' is neither a rule file nor a seed; {hint}"
+                    f"`optforge seeds` lists the seeds")
+
+
+def export_rule(resolved: ResolvedRule, out: str, class_name: str | None, force: bool) -> str:
+    """Write the exported module to `out` (atomically); returns the class name. Writes
+    nothing when the rule fails the checker (`dsl.RuleError`) or a name is unusable."""
+    if os.path.isdir(out):
+        raise UserError(f"--out {out} is a directory; give a file name such as my_optim.py")
+    if os.path.exists(out) and not force:
+        raise UserError(f"{out} exists; pass --force to overwrite it")
+    directory = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(directory):
+        raise UserError(f"cannot write {out}: directory {directory} does not exist")
+    name = class_name or default_class_name(resolved.program)
+    try:
+        source = export_module(resolved.program, name, resolved.provenance,
+                               resolved.default_lr)
+    except ExportError as e:
+        raise UserError(str(e)) from None
+    fd, tmp = tempfile.mkstemp(prefix=".optforge-export-", suffix=".py", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(source)
+        os.replace(tmp, out)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    return name
+
+
+def run_export(args) -> int:
+    resolved = resolve_rule(args.rule)
+    name = export_rule(resolved, args.out, args.class_name, args.force)
+    module = os.path.splitext(os.path.basename(args.out))[0]
+    p = resolved.program
+    print(f"wrote {args.out}: class {name}, rule '{p.name}' ({dsl.statement_count(p)} "
+          f"statements), from {resolved.provenance}")
+    print(f"use it as: from {module} import {name}; opt = {name}(model.parameters())")
+    return 0
