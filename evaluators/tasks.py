@@ -199,7 +199,7 @@ _SIZES: dict[str, dict[str, tuple[dict, dict, int, int]]] = {
         "medium": ({}, {}, 300, 32)},
     "mlp_digits": {
         "tiny": (dict(hidden=(32,)), {}, 30, 32),
-        "small": (dict(hidden=(128,)), {}, 40, 128),
+        "small": (dict(hidden=(128,)), {}, 30, 256),
         "medium": (dict(hidden=(128, 128)), {}, 150, 64)},
     "cnn_digits": {
         "tiny": (dict(c1=4, c2=8), {}, 20, 16),

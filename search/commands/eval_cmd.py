@@ -3,7 +3,12 @@
 Prints each task's score (0 = SGD with momentum, 1 = AdamW), best learning rate and loss,
 and the suite score; `--json` prints ``{"rule", "suite", "status", "score", "tasks": {NAME:
 {"score", "loss", "best_lr", ...}}, ...}``. With ``--workers 1`` (the default) the rule
-trains in this process; with more, its tasks are spread over a pool of worker processes.
+trains in this process, on one torch thread; with more, its tasks are spread over a pool of
+worker processes that share the cores.
+
+One thread in-process because these batched tasks gain little from intra-op threads and
+lose a lot when a core is busy with anything else (OpenMP threads waiting on each other:
+5-10x slower on a shared 2-core machine, measured); processes are the way to use cores.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import argparse
 import json
 import os
 import sys
+
+import torch
 
 import dsl
 import evaluators
@@ -65,6 +72,7 @@ def run_eval(args) -> int:
 
     try:
         if args.workers == 1:
+            torch.set_num_threads(1)
             suite = evaluators.get_suite(args.suite)
             baselines = evaluators.ensure_baselines(suite, progress=progress)
             result = evaluators.evaluate(program, suite, baselines=baselines)
