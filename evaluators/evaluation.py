@@ -173,9 +173,12 @@ def evaluate_many(candidates: Iterable[Program], suite: str | Suite = "small", *
             pool.close()
 
 
-def _task_order(suite: Suite) -> list:
-    # Longest first (steps x replicas as a rough cost) so a candidate's tasks finish together.
-    return sorted(suite.tasks, key=lambda t: -t.steps * t.replicas * max(t.batch_size, 1))
+def _task_order(suite: Suite, seconds: Mapping[str, float]) -> list:
+    """Longest first, so that a candidate's tasks finish close together: by the mean time
+    each task has taken so far, and before any has finished by steps x replicas."""
+    if len(seconds) == len(suite.tasks):
+        return sorted(suite.tasks, key=lambda t: -seconds[t.name])
+    return sorted(suite.tasks, key=lambda t: -t.steps * t.replicas)
 
 
 def _run_candidates(candidates: Iterable[Program], suite: Suite, pool: EvaluatorPool,
@@ -185,7 +188,8 @@ def _run_candidates(candidates: Iterable[Program], suite: Suite, pool: Evaluator
     runs: dict[int, dict[str, TaskRun]] = {}
     failed: dict[int, tuple[str, str]] = {}  # candidate -> (status, how it took a worker down)
     ready: list[EvalResult] = []
-    order = _task_order(suite)
+    seconds: dict[str, float] = {}  # mean training time of each task so far
+    counts: dict[str, int] = {}
 
     def jobs() -> Iterator[tuple[tuple[int, str], Job]]:
         for index, program in enumerate(candidates):
@@ -196,7 +200,7 @@ def _run_candidates(candidates: Iterable[Program], suite: Suite, pool: Evaluator
                     runs[index][t.name] = error_run(t, error)
                 ready.append(_assemble(index, program, suite, runs.pop(index), baselines))
                 continue
-            for t in order:
+            for t in _task_order(suite, seconds):
                 yield (index, t.name), Job(program, t, hyper, time_budget_s)
 
     for (index, task_name), run in pool.run(jobs()):
@@ -206,6 +210,10 @@ def _run_candidates(candidates: Iterable[Program], suite: Suite, pool: Evaluator
         if index not in runs:
             continue
         runs[index][task_name] = run
+        if run.steps == suite.task(task_name).steps:  # a full run (not stopped early)
+            counts[task_name] = counts.get(task_name, 0) + 1
+            seconds[task_name] = seconds.get(task_name, 0.0) + \
+                (run.wall_time - seconds.get(task_name, 0.0)) / counts[task_name]
         if run.error and run.error.startswith((WORKER_DIED, HARD_LIMIT)) and index not in failed:
             # The candidate killed (or hung) its worker: skip its other tasks, they would too.
             status = Status.ERROR if run.error.startswith(WORKER_DIED) else Status.TIMEOUT

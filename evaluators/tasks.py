@@ -176,7 +176,7 @@ def _scale_for_cuda(t: Task) -> Task:
 # for the baselines on `tiny`): sign-based rules (Lion) want ~10x smaller rates than Adam,
 # heavy-ball SGD larger ones.
 _GRIDS = {"tiny": lr_grid(-4, 2, 1),       # decades 1e-4 .. 100 (7 rates)
-          "small": lr_grid(-3.5, 2, 2),    # half decades 3.16e-4 .. 100 (12 rates)
+          "small": lr_grid(-4, 2, 2),      # half decades 1e-4 .. 100 (13 rates)
           "medium": lr_grid(-4, 2, 2)}     # half decades 1e-4 .. 100 (13 rates)
 _SEEDS = {"tiny": (0,), "small": (0, 1), "medium": (0, 1, 2)}
 _BUDGET_S = {"tiny": 20.0, "small": 30.0, "medium": 300.0}
