@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import Diagnostic, RuleError, line_of
+from .errors import Diagnostic, RuleError
 from .ir import INPUTS, SCALAR_INPUTS, Program, validate
 from .ops import OPS, OpKind
 
@@ -53,6 +53,8 @@ def check(p: Program) -> Report:
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
 
+    lines: list[str] = []
+
     def at(index: int | None, message: str, severity: str = "error") -> Diagnostic:
         o = p.origin
         if o is None:
@@ -63,7 +65,10 @@ def check(p: Program) -> Report:
             line, col = o.return_pos
         else:
             line, col = o.stmt_pos[index]
-        return Diagnostic(message, o.filename, line, col, line_of(o.source, line), severity)
+        if not lines:
+            lines.extend(o.source.splitlines())
+        text = lines[line - 1] if 0 < line <= len(lines) else ""
+        return Diagnostic(message, o.filename, line, col, text, severity)
 
     try:
         validate(p)

@@ -54,6 +54,11 @@ def structural_hash(p: Program) -> str:
     return _digest(b"returns", *(arg(a) for a in p.returns)).hex()
 
 
+def _canonical_const(value: float) -> bytes:
+    # 12 significant digits: `1 - 0.7` and `0.3` are one constant here
+    return _const(float(f"{value:.12g}"))
+
+
 def canonical_hash(p: Program) -> str:
     live = live_states(p)
     kept = tuple(s for s in p.state if s in live)
@@ -64,17 +69,33 @@ def canonical_hash(p: Program) -> str:
     def arg(a: Arg) -> bytes | float:
         return values[a] if isinstance(a, str) else float(a)
 
+    complements: dict[bytes, bytes | float] = {}  # digest of `1 - a` -> a
+
     def key(v: bytes | float) -> bytes:
-        return _const(v) if isinstance(v, float) else v
+        return _canonical_const(v) if isinstance(v, float) else v
+
+    def one_minus(a: bytes | float) -> bytes | float:
+        if isinstance(a, float):
+            return 1.0 - a
+        if a in complements:  # 1 - (1 - b) = b
+            return complements[a]
+        d = _digest(b"sub", key(1.0), a)
+        complements[d] = a
+        return d
 
     def node(op: str, args: list[bytes | float]) -> bytes | float:
         if all(isinstance(a, float) for a in args):
             folded = fold_constant(op, args)
             if folded is not None:
                 return folded
-        if op == "interp" and key(args[0]) > key(args[1]):
+        if op == "sub" and args[0] == 1.0:
+            return one_minus(args[1])
+        if op == "interp":
             x, y, a = args
-            args = [y, x, node("sub", [1.0, a])]
+            if key(x) == key(y):  # interp(x, x, a) = x
+                return x
+            if key(x) > key(y):  # interp(x, y, a) = interp(y, x, 1 - a)
+                args = [y, x, one_minus(a)]
         keys = [key(a) for a in args]
         if op in _COMMUTATIVE:
             keys.sort()

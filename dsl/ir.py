@@ -139,6 +139,7 @@ def validate(p: Program) -> None:
     if not p.returns or len(p.returns) != 1 + len(p.state):
         raise ValueError(f"{p.name}: returns must be the step and one value per state slot")
     defined = set(p.params)
+    hyper = p.hyper_defaults
     for i, s in enumerate(p.body):
         op = OPS.get(s.op)
         if op is None:
@@ -150,7 +151,7 @@ def validate(p: Program) -> None:
                 raise ValueError(f"{p.name}: statement {i}: {a!r} read before assignment")
         if is_temp(s.target) and s.target != temp_name(i):
             raise ValueError(f"{p.name}: statement {i}: temporary {s.target!r} misnumbered")
-        if s.target in INPUTS or s.target in p.hyper_defaults:
+        if s.target in INPUTS or s.target in hyper:
             raise ValueError(f"{p.name}: statement {i}: assigns input {s.target!r}")
         defined.add(s.target)
     for a in p.returns:

@@ -18,16 +18,19 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
+import keyword
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 
 from .errors import Diagnostic, RuleError, line_of
 from .ir import INPUTS, Arg, Origin, Program, Stmt, is_temp, temp_name
 from .ops import OPS, UNARY_MINUS
 
-MAX_SOURCE_CHARS = 200_000
+MAX_SOURCE_CHARS = 50_000
 MAX_STATEMENTS = 1_000
+MAX_DEPTH = 100  # nesting of one expression; the printer stays well below it
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
@@ -110,11 +113,16 @@ class _Module:
     source: str
     filename: str
 
+    def line(self, number: int) -> str:
+        if not hasattr(self, "_lines"):
+            self._lines = self.source.splitlines()
+        return self._lines[number - 1] if 0 < number <= len(self._lines) else ""
+
     def fail(self, node: ast.AST | None, message: str) -> _Fail:
         if node is None or not hasattr(node, "lineno"):
             return _Fail(Diagnostic(message, self.filename))
         line = node.lineno
-        text = line_of(self.source, line)
+        text = self.line(line)
         return _Fail(Diagnostic(message, self.filename, line, _char_col(text, node.col_offset),
                                 text))
 
@@ -123,7 +131,9 @@ class _Module:
             raise _Fail(Diagnostic(f"source is longer than {MAX_SOURCE_CHARS} characters",
                                    self.filename))
         try:
-            tree = ast.parse(self.source, self.filename)
+            with warnings.catch_warnings():  # e.g. SyntaxWarning: invalid escape sequence
+                warnings.simplefilter("ignore")
+                tree = ast.parse(self.source, self.filename)
         except SyntaxError as e:
             line = e.lineno or 0
             text = line_of(self.source, line)
@@ -151,6 +161,17 @@ class _Module:
                                    self.filename, 1 if self.source else 0, 1,
                                    line_of(self.source, 1)))
         return tuple(rules)
+
+
+def normalize_doc(doc: str) -> str:
+    """`inspect.cleandoc` to its fixed point, so that a printed docstring reads back the
+    same (one pass of cleandoc is not idempotent)."""
+    for _ in range(10):
+        cleaned = inspect.cleandoc(doc)
+        if cleaned == doc:
+            break
+        doc = cleaned
+    return doc
 
 
 def _is_docstring(node: ast.stmt) -> bool:
@@ -234,7 +255,7 @@ class _Rule:
         stmts = list(fn.body)
         doc = ""
         if stmts and _is_docstring(stmts[0]):
-            doc = inspect.cleandoc(stmts.pop(0).value.value)
+            doc = normalize_doc(stmts.pop(0).value.value)
         self.last_assignment = _last_assignments(stmts)
         returns: tuple[Arg, ...] | None = None
         return_pos = (0, 0)
@@ -276,12 +297,14 @@ class _Rule:
 
     def pos(self, node) -> tuple[int, int]:
         line = getattr(node, "lineno", 0)
-        return line, _char_col(line_of(self.module.source, line), getattr(node, "col_offset", 0))
+        return line, _char_col(self.module.line(line), getattr(node, "col_offset", 0))
 
     def check_name(self, node, name: str, what: str) -> None:
         if not _IDENTIFIER.match(name):
             raise self.fail(node, f"{what} '{name}' must be ASCII letters, digits and '_', "
                                   f"starting with a letter or '_', at most 64 characters")
+        if keyword.iskeyword(name) or name == "__debug__":
+            raise self.fail(node, f"{what} '{name}' is a Python keyword; choose another name")
         if name in OPS:
             raise self.fail(node, f"{what} '{name}' is the name of an op; choose another name")
 
@@ -325,9 +348,13 @@ class _Rule:
 
     # ---- expressions ----------------------------------------------------------------------
     def expr(self, node: ast.expr, target: str | None = None,
-             target_node: ast.AST | None = None) -> Arg:
+             target_node: ast.AST | None = None, depth: int = 0) -> Arg:
         """Emit statements computing `node`; return the argument holding its value. With a
         `target`, the outermost op assigns to that name."""
+        if depth > MAX_DEPTH:
+            raise self.fail(node, f"expression nested more than {MAX_DEPTH} levels deep; "
+                                  f"split it with assignments")
+        depth += 1
         value = _number(node)
         if value is not None:
             if not math.isfinite(value):
@@ -341,9 +368,10 @@ class _Rule:
             raise self.fail(node, f"{what} is not a number; only numbers may appear in rules")
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.UAdd):
-                return self.expr(node.operand, target, target_node)
+                return self.expr(node.operand, target, target_node, depth)
             if isinstance(node.op, ast.USub):
-                return self.emit(node, UNARY_MINUS, (self.expr(node.operand),), target)
+                return self.emit(node, UNARY_MINUS, (self.expr(node.operand, depth=depth),),
+                                 target)
             raise self.fail(node, f"operator '{_OPERATOR_TEXT.get(type(node.op), '?')}' is not "
                                   f"part of the rule language")
         if isinstance(node, ast.BinOp):
@@ -351,15 +379,15 @@ class _Rule:
             if op is None:
                 raise self.fail(node, f"operator '{_OPERATOR_TEXT.get(type(node.op), '?')}' is "
                                       f"not part of the rule language")
-            left = self.expr(node.left)
-            right = self.expr(node.right)
+            left = self.expr(node.left, depth=depth)
+            right = self.expr(node.right, depth=depth)
             return self.emit(node, op, (left, right), target)
         if isinstance(node, ast.Call):
-            return self.call(node, target)
+            return self.call(node, target, depth)
         what = _CONSTRUCTS.get(type(node).__name__, type(node).__name__)
         raise self.fail(node, f"{what} is not part of the rule language")
 
-    def call(self, node: ast.Call, target: str | None) -> Arg:
+    def call(self, node: ast.Call, target: str | None, depth: int) -> Arg:
         if not isinstance(node.func, ast.Name):
             if isinstance(node.func, ast.Attribute):
                 raise self.fail(node.func, "attribute access ('a.b') is not part of the rule "
@@ -384,7 +412,7 @@ class _Rule:
         if len(node.args) != op.arity:
             plural = "argument" if op.arity == 1 else "arguments"
             raise self.fail(node, f"{name}() takes {op.arity} {plural}, got {len(node.args)}")
-        args = tuple(self.expr(a) for a in node.args)
+        args = tuple(self.expr(a, depth=depth) for a in node.args)
         return self.emit(node, name, args, target)
 
     def lookup(self, node: ast.Name) -> Arg:

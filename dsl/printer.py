@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from .ir import INPUTS, Arg, Program, is_temp
 from .ops import OPS
 
+MAX_PRINT_DEPTH = 48  # deeper expressions are split into `_k = ...` lines (parser: 100)
+
 # Precedence of the printed forms (Python's): higher binds tighter.
 ADD, MUL, UNARY, POW, ATOM = 1, 2, 3, 4, 5
 _PRECEDENCE = {"add": ADD, "sub": ADD, "mul": MUL, "div": MUL, "neg": UNARY, "pow": POW}
@@ -48,15 +50,16 @@ def layout(p: Program) -> Layout:
         if isinstance(a, str):
             reads[a] = reads.get(a, 0) + 1
 
-    def fold(args: tuple[Arg, ...], pos: int) -> tuple[tuple[Expr, ...], int]:
+    def fold(args: tuple[Arg, ...], pos: int, depth: int = 0) -> tuple[tuple[Expr, ...], int]:
         """Fold the temporaries ending at `pos` into `args` (right to left, as post-order
         reversed); return the children and the first statement index not consumed."""
         children: list[Expr] = [0.0] * len(args)
         for j in range(len(args) - 1, -1, -1):
             a = args[j]
-            if (is_temp(a) and pos >= 0 and body[pos].target == a and reads.get(a) == 1):
+            if (is_temp(a) and pos >= 0 and body[pos].target == a and reads.get(a) == 1
+                    and depth < MAX_PRINT_DEPTH):
                 s = body[pos]
-                sub, start = fold(s.args, pos - 1)
+                sub, start = fold(s.args, pos - 1, depth + 1)
                 children[j] = Node(s.op, sub)
                 pos = start - 1
             else:
@@ -97,7 +100,8 @@ def format_program(p: Program) -> str:
 
 
 def _docstring(doc: str) -> str:
-    if '"""' in doc or "\\" in doc or doc.endswith('"') or doc != doc.strip():
+    if ('"""' in doc or "\\" in doc or doc.endswith('"') or doc != doc.strip()
+            or not doc.replace("\n", "").isprintable()):  # NUL, CR, ... only as escapes
         return f"    {doc!r}"
     if "\n" not in doc:
         return f'    """{doc}"""'
@@ -122,7 +126,7 @@ def _render(e: Expr) -> tuple[str, int]:
         (text, prec), = kids
         if isinstance(e.children[0], float):  # `-0.5` would read back as a constant
             return f"neg({text})", ATOM
-        return f"-{_paren(text, prec <= UNARY)}", UNARY
+        return f"-{_paren(text, prec < UNARY)}", UNARY
     if op.symbol:
         (lt, lp), (rt, rp) = kids
         mine = _PRECEDENCE[e.op]

@@ -36,6 +36,8 @@ def simplify(p: Program) -> Program:
     """The simplest equivalent program found (see module doc). Its name, hyperparameters and
     docstring are kept; state slots may be dropped."""
     current = _exact_passes(p)
+    if not check(current).ok:  # e.g. a zero state read by an op that needs a tensor
+        return p
     while True:
         candidate = _exact_passes(simplify_algebra(current))
         if (_size(candidate) >= _size(current) or not check(candidate).ok
@@ -102,9 +104,9 @@ def eliminate_dead_state(p: Program) -> Program:
     body = tuple(Stmt(s.target, s.op, tuple(zeros.get(a, a) if isinstance(a, str) else a
                                              for a in s.args)) for s in p.body)
     keep = [k for k, s in enumerate(p.state) if s not in drop]
-    step = zeros.get(p.step, p.step) if isinstance(p.step, str) else p.step
+    returns = tuple(zeros.get(a, a) if isinstance(a, str) else a for a in p.returns)
     q = replace(p, state=tuple(p.state[k] for k in keep), body=body, origin=None,
-                returns=(step,) + tuple(p.returns[1 + k] for k in keep))
+                returns=(returns[0],) + tuple(returns[1 + k] for k in keep))
     return eliminate_dead_code(renumber_temps(q))
 
 

@@ -46,9 +46,8 @@ SLOW = settings(max_examples=30, deadline=None,
 
 COMMUTATIVE = ("add", "mul", "min", "max")
 
-# Minimal inputs of bugs found by these properties and reported, still open. Each is an
-# explicit example of the property it breaks, so the failure is deterministic, and the test is
-# a strict xfail: when the bug is fixed the XPASS fails the run, and the marker must go.
+# Minimal inputs of bugs these properties found (fixed since). Each stays an explicit
+# example of the property it broke, so a regression fails deterministically.
 DEAD_STATE_RETURNED_AS_UPDATE = dsl.parse(  # simplify: KeyError 'v'
     "def f(w, g, lr, t, m, v):\n    return g + m, v, v\n")
 ORTH_OF_ZERO_STATE = dsl.parse(  # simplify gives orth(0.0), which fails the checker
@@ -141,21 +140,18 @@ def test_parse_inverts_format_on_arithmetic_with_negative_constants(p):
      "    return lr * m, m\n"),
     "def f(w, g, lr, t):\n    _1 = g * g\n    return _1 + _1\n",
     'def f(w, g, lr, t):\n    """Doc.\n      """\n    return g\n',
-    pytest.param('def f(w, g, lr, t):\n    """\n  """\n    return g\n', marks=pytest.mark.xfail(
-        strict=True, reason="open bug: the docstring is kept as '  ' (inspect.cleandoc), "
-                            "printed as '  ' and read back as ''")),
-    pytest.param('def f(w, g, lr, t):\n    """\nA\n    B"""\n    return g\n',
-                 marks=pytest.mark.xfail(strict=True, reason="open bug: the docstring is kept "
-                                         "as 'A\\n    B' and read back as 'A\\nB' "
-                                         "(inspect.cleandoc is not idempotent)")),
-    pytest.param("def f(w, g, lr, t):\n    \uff49\uff46 = g * g\n    return \uff49\uff46\n",
-                 marks=pytest.mark.xfail(strict=True, reason="open bug: Python folds the "
-                                         "fullwidth U+FF49 U+FF46 to the keyword 'if' (NFKC), "
-                                         "which the parser accepts as a name")),
+    'def f(w, g, lr, t):\n    """\n  """\n    return g\n',
+    'def f(w, g, lr, t):\n    """\nA\n    B"""\n    return g\n',
 ])
 def test_parse_inverts_format_on_tricky_rules(source):
     p = dsl.parse(source)
     assert dsl.parse(dsl.format_program(p)) == p
+
+
+def test_keywords_folded_from_fullwidth_letters_are_not_names():
+    # Python folds U+FF49 U+FF46 to the keyword 'if' (NFKC); it must not become a variable
+    with pytest.raises(dsl.RuleError, match="Python keyword"):
+        dsl.parse("def f(w, g, lr, t):\n    \uff49\uff46 = g * g\n    return \uff49\uff46\n")
 
 
 def chain(op: str, n: int) -> Program:
@@ -168,9 +164,6 @@ def chain(op: str, n: int) -> Program:
     return Program("deep", (), (), tuple(body), (f"_{n}",))
 
 
-@pytest.mark.xfail(strict=True, reason="open bug: the printer nests without limit; beyond "
-                   "~200 levels Python refuses the parentheses, beyond a few hundred the "
-                   "printer or the parser runs out of recursion")
 @pytest.mark.parametrize("p", [chain("neg", 202), chain("pow", 500), chain("add", 950)],
                          ids=["neg202", "pow500", "add950"])
 def test_parse_inverts_format_on_deep_programs(p):
@@ -180,8 +173,6 @@ def test_parse_inverts_format_on_deep_programs(p):
 
 # ---- 2. simplification and canonicalisation keep behaviour -----------------------------------
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="open bug: eliminate_dead_state drops "
-                   "a never-written slot that another slot's update still returns")
 @SLOW
 @given(programs(ops=ELEMENTWISE_OPS + REDUCTION_OPS, max_statements=7, valid=True))
 @example(DEAD_STATE_RETURNED_AS_UPDATE)
@@ -194,8 +185,6 @@ def test_simplify_keeps_behaviour_on_fresh_problems(p):
     assert_same_behaviour(p, q)
 
 
-@pytest.mark.xfail(strict=True, reason="open bug: a never-written state slot read by a matrix "
-                   "op becomes orth(0.0), which the checker rejects")
 @SLOW
 @given(programs(ops=FINITE_OPS + ("orth", "row_mean", "col_mean"), max_statements=7, valid=True,
                 max_state=2))
@@ -384,8 +373,6 @@ def test_structural_hash_ignores_order_of_independent_statements(p, swaps):
     assert dsl.fingerprint(q) == dsl.fingerprint(p)
 
 
-@pytest.mark.xfail(strict=True, reason="open bug: canonical_hash swaps interp(y, x, 1 - a) back "
-                   "to interp(x, y, 1 - (1 - a)), which it does not identify with a")
 @FAST
 @given(INTERP_PROGRAMS, st.integers(0, 20))
 @example(INTERP_FLIPPED_BACK, 0)
@@ -457,8 +444,6 @@ def test_changed_step_changes_the_hashes(p, op, c):
 
 # ---- 5. the simplifier keeps the fingerprint ------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="open bug: eliminate_dead_state drops "
-                   "a never-written slot that another slot's update still returns")
 @SLOW
 @given(programs(ops=ELEMENTWISE_OPS + REDUCTION_OPS, max_statements=7, valid=True))
 @example(DEAD_STATE_RETURNED_AS_UPDATE)
