@@ -5,8 +5,9 @@ A `Task` says what to train (model and data source, with their arguments), for h
 learning-rate grid and the seeds: ``R = len(lrs) * len(seeds)`` replicas train at once).
 A `Suite` is a named tuple of tasks. Suites grow by cost:
 
-* ``tiny``   for tests: a whole suite in a few seconds;
-* ``small``  search stage 1: about a second per candidate on a 2-core CPU;
+* ``tiny``   for tests: a whole suite in well under a second of training;
+* ``small``  search stage 1: about 1.5 s of training per candidate on one core (measured
+  1.5-1.7 s on a lightly loaded 2-core machine, 2.8 s at load average 4);
 * ``medium`` about 10x ``small``: funnel stage 2 and meta-validation.
 
 On a CUDA device a suite is scaled up (`Suite.for_device`): more seeds, bigger batches and
@@ -182,8 +183,8 @@ _SEEDS = {"tiny": (0,), "small": (0, 1), "medium": (0, 1, 2)}
 _BUDGET_S = {"tiny": 20.0, "small": 30.0, "medium": 300.0}
 
 # Per task and size: (model arguments, data arguments, steps, batch size). `small` is sized
-# for about a second per candidate on one core of a 2-core CPU (all seven tasks), `medium`
-# for about ten times that, `tiny` for tests.
+# for about 1.5 s per candidate on one core (all seven tasks), `medium` for about ten times
+# that, `tiny` for tests.
 _SIZES: dict[str, dict[str, tuple[dict, dict, int, int]]] = {
     "quadratic": {
         "tiny": (dict(dim=32), {}, 60, 16),
@@ -196,23 +197,23 @@ _SIZES: dict[str, dict[str, tuple[dict, dict, int, int]]] = {
     "logreg_cancer": {
         "tiny": ({}, {}, 30, 32),
         "small": ({}, {}, 100, 32),
-        "medium": ({}, {}, 300, 32)},
+        "medium": ({}, {}, 400, 32)},
     "mlp_digits": {
         "tiny": (dict(hidden=(32,)), {}, 30, 32),
         "small": (dict(hidden=(128,)), {}, 30, 256),
-        "medium": (dict(hidden=(128, 128)), {}, 150, 64)},
+        "medium": (dict(hidden=(128, 128)), {}, 300, 64)},
     "cnn_digits": {
         "tiny": (dict(c1=4, c2=8), {}, 20, 16),
         "small": (dict(c1=4, c2=8), {}, 50, 16),
-        "medium": (dict(c1=8, c2=16), {}, 100, 32)},
+        "medium": (dict(c1=8, c2=16), {}, 200, 32)},
     "char_lm": {
         "tiny": (dict(d_model=16, context=16, val_windows=16), {}, 20, 4),
         "small": (dict(d_model=16, context=16, val_windows=32), {}, 40, 8),
-        "medium": (dict(d_model=32, context=16, val_windows=64), {}, 100, 8)},
+        "medium": (dict(d_model=32, context=16, val_windows=64), {}, 200, 8)},
     "teacher_student": {
         "tiny": (dict(hidden=(16,) * 4), {}, 40, 32),
         "small": (dict(hidden=(32,) * 4), {}, 100, 64),
-        "medium": (dict(hidden=(32,) * 6), {}, 200, 64)},
+        "medium": (dict(hidden=(64,) * 4), {}, 200, 64)},
 }
 
 # What does not change with size.
@@ -249,8 +250,8 @@ def _tasks(size: str) -> tuple[Task, ...]:
 @lru_cache(maxsize=None)
 def _builtin(name: str) -> Suite:
     descriptions = {
-        "tiny": "for tests: a whole suite in a few seconds",
-        "small": "search stage 1: about a second per candidate on a 2-core CPU",
+        "tiny": "for tests: a whole suite in under a second",
+        "small": "search stage 1: about 1.5 s per candidate on one CPU core",
         "medium": "funnel stage 2 and meta-validation: about 10x small",
     }
     return Suite(name, _tasks(name), descriptions[name])
