@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "search.commands.rules",
     "search.commands.campaign",
     "search.commands.store_cmds",
+    "search.commands.eval_cmd",
 )
 
 
