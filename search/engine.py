@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 import dsl
+import seeds as seed_lib
 from dsl import Program
 from evaluators import EvalResult, evaluate, evaluate_many
 from evaluators.pool import EvaluatorPool
@@ -159,6 +160,9 @@ class Campaign:
                 self._simplify_winner(pool)
         except KeyboardInterrupt:
             self.stop_requested = True
+        except BaseException:
+            self.store.set_campaign_status(self.id, "failed")  # resumable all the same
+            raise
         finally:
             if pool is not None:
                 pool.close()
@@ -178,7 +182,6 @@ class Campaign:
 
     # ---- stage 0: seeds ----------------------------------------------------------------------
     def _seed_programs(self) -> list[Program]:
-        import seeds as seed_lib
         programs = []
         for name in self.config.seeds:
             if name.endswith(".rule"):
@@ -188,7 +191,9 @@ class Campaign:
         return programs
 
     def _evaluate_seeds(self, pool) -> None:
-        children = [Child(p, None, "seed", i) for i, p in enumerate(self._seed_programs())]
+        done = self.caches["structural"]  # seeds committed before a kill are not redone
+        children = [Child(p, None, "seed", i) for i, p in enumerate(self._seed_programs())
+                    if dsl.structural_hash(p) not in done]
         for child, result in self._evaluate(children, self.config.funnel.stage1, pool):
             self._record_stage1(child, result)
         self.counters.seed_ids = [m.program_id for m in self.population]
