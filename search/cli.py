@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "search.commands.campaign",
     "search.commands.store_cmds",
     "search.commands.eval_cmd",
+    "search.commands.seeds_export",
 )
 
 
