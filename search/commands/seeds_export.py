@@ -1,8 +1,7 @@
-"""`optforge seeds [--json]` and `optforge export SEED|FILE --out FILE.py`.
+"""`optforge seeds [--json]` and `optforge export SEED|FILE|ID --out FILE.py`.
 
-`export` resolves its argument with `resolve_rule`: an existing file is a rule file, else a
-seed name. (A program id from the database plugs in there when the store lands: `export_rule`
-takes any `Program` with a provenance line.)
+`export` resolves its argument with `resolve_rule`: an existing file is a rule file, then a
+seed name, then a program in the database (`--db`): its id or a structural-hash prefix.
 """
 
 from __future__ import annotations
@@ -29,8 +28,11 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="write a rule as a standalone torch optimizer module "
                                       "(imports only torch)")
-    p.add_argument("rule", metavar="SEED|FILE", help="a seed name (see `optforge seeds`) or a "
-                                                     "rule file holding one rule")
+    p.add_argument("rule", metavar="SEED|FILE|ID",
+                   help="a seed name (see `optforge seeds`), a rule file holding one rule, or "
+                        "a program in the database (its id or a structural-hash prefix)")
+    p.add_argument("--db", help="database URL for a program id (default: $OPTFORGE_DB or "
+                                "./optforge.db)")
     p.add_argument("--out", required=True, metavar="FILE.py", help="the module to write")
     p.add_argument("--class-name", metavar="NAME",
                    help="the optimizer class's name (default: from the rule's name, "
@@ -88,9 +90,10 @@ class ResolvedRule:
     default_lr: float | None
 
 
-def resolve_rule(arg: str) -> ResolvedRule:
-    """A rule file (if `arg` names an existing file), else a seed. Raises `UserError` for
-    anything else, and `dsl.RuleError` for a file that does not parse."""
+def resolve_rule(arg: str, db: str | None = None) -> ResolvedRule:
+    """A rule file (if `arg` names an existing file), else a seed, else a stored program (an
+    id or a hash prefix). Raises `UserError` for anything else, and `dsl.RuleError` for a
+    file that does not parse."""
     if os.path.isdir(arg):
         raise UserError(f"{arg} is a directory; give a rule file or a seed name")
     if os.path.exists(arg):
@@ -108,10 +111,25 @@ def resolve_rule(arg: str) -> ResolvedRule:
         return ResolvedRule(info.program, f"optforge seed '{arg}' (seeds/{arg}.rule)", info.lr)
     if arg.endswith(".rule") or os.sep in arg or "/" in arg:
         raise UserError(f"no such file: {arg}")
+    if arg.isdigit() or (len(arg) >= 4 and all(c in "0123456789abcdef" for c in arg)):
+        return _stored_rule(arg, db)
     close = difflib.get_close_matches(arg, names, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise UserError(f"'{arg}' is neither a rule file nor a seed; {hint}"
                     f"`optforge seeds` lists the seeds")
+
+
+def _stored_rule(text: str, db: str | None) -> ResolvedRule:
+    from store import Store
+    from store.errors import StoreError
+    try:
+        with Store(db, create=False) as store:
+            record = store.find_program(text)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    program = dsl.parse(record.source, f"program {record.id}")
+    return ResolvedRule(program, f"optforge program #{record.id}",
+                        seeds.rule_metadata(program).lr)
 
 
 def export_rule(resolved: ResolvedRule, out: str, class_name: str | None, force: bool) -> str:
@@ -143,7 +161,7 @@ def export_rule(resolved: ResolvedRule, out: str, class_name: str | None, force:
 
 
 def run_export(args) -> int:
-    resolved = resolve_rule(args.rule)
+    resolved = resolve_rule(args.rule, args.db)
     name = export_rule(resolved, args.out, args.class_name, args.force)
     module = os.path.splitext(os.path.basename(args.out))[0]
     p = resolved.program
