@@ -13,6 +13,7 @@ import dsl
 from search.config import CampaignConfig, Evolution, Funnel, Simplify
 from search.engine import Campaign
 from store import Store
+from store.errors import StoreError
 
 CONFIG = CampaignConfig(
     seeds=("sgd_momentum",), seed=5, budget=7,
@@ -80,10 +81,12 @@ def test_resume_after_sigkill_continues_exactly(reference, tmp_path):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while proc.poll() is None:
-            if db.exists():
+            try:
                 with Store(f"sqlite:///{db}", create=False) as store:
                     if store.count_evaluations() >= 3:
                         break
+            except StoreError:  # the run has not created its database yet
+                pass
             time.sleep(0.2)
         proc.send_signal(signal.SIGKILL)
     finally:
