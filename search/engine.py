@@ -19,7 +19,6 @@ what was in flight is drawn again from the restored RNG, nothing is evaluated tw
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
@@ -35,28 +34,13 @@ from store import Store
 from store.records import TaskResultRecord
 
 from .config import CampaignConfig, config_from_dict
+from .individuals import Child, Member
 from .mutations import MutationResult, mutate
 from .probes import probe
 
 __all__ = ["Campaign", "Member", "Child"]
 
 STAGE1, STAGE2, SIMPLIFIED = 1, 2, 3
-
-
-@dataclass(frozen=True)
-class Member:
-    """A population member: a stored program and its stage-1 score."""
-
-    program_id: int
-    score: float
-
-
-@dataclass(frozen=True)
-class Child:
-    program: Program
-    parent_id: int | None
-    kind: str  # the mutation, or "seed"
-    number: int  # the campaign's count of children when it was drawn
 
 
 @dataclass

@@ -21,6 +21,7 @@ from dsl import Program
 from dsl.checker import live_statements
 from dsl.ops import OPS
 
+from .individuals import Child
 from .mutations import bypass_statement
 
 __all__ = ["simplify_winner", "ablations", "round_constants"]
@@ -69,7 +70,7 @@ def simplify_winner(campaign, winner_id: int, winner_score: float, pool) -> int 
                 scored.append((q, known))
             elif len(todo) < left:
                 todo.append(q)
-        children = [_child(q, winner_id, kind, n) for n, q in enumerate(todo)]
+        children = [Child(q, winner_id, kind, n) for n, q in enumerate(todo)]
         for child, result in campaign._evaluate(children, stage2, pool):
             record = campaign.store.add_program(child.program)
             campaign._record_later(record.id, result, 2, parent_id=winner_id, kind=kind)
@@ -96,11 +97,6 @@ def simplify_winner(campaign, winner_id: int, winner_score: float, pool) -> int 
     if known is not None:  # scored before as a variant: link it as the simplification too
         campaign.store.add_lineage(record.id, winner_id, "simplify", campaign=campaign.id)
     return record.id
-
-
-def _child(program: Program, parent_id: int, kind: str, number: int):
-    from .engine import Child
-    return Child(program, parent_id, kind, number)
 
 
 def _stored_stage2(campaign, program: Program) -> float | None:
