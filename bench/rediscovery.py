@@ -2,12 +2,17 @@
 level (score 1.0) on the `small` suite, and does it beat random search with the same budget
 and the same evaluator?
 
-    python bench/rediscovery.py --budget 2000 --workers 2 --db sqlite:///rediscovery.db
+    python bench/rediscovery.py --budget 2000 --workers 1 --concurrent --db sqlite:///r.db
+
+`--concurrent` runs the two strategies at the same time, each in its own process; with
+`--workers 1` each campaign is serial (one process, one torch thread: reproducible).
 
 Prints, for evolution and for the random-search control: the best stage-1 (`small`) score,
 the number of evaluations after which a stage-1 score >= 1.0 was first committed, the best
 stage-2 (`medium`) score of the funnel, and the fraction of proposed children that needed a
-full evaluation (the rest were cache hits or rejected by the checker and the probes).
+full evaluation (the rest were cache hits, or rejected by the checker, the probes or the
+screening hurdle). Screenings (stage 0, `tiny`) are not full evaluations, but they are
+trainings: their number and their share of all training time are printed beside it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ import argparse
 import json
 import math
 import time
+
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
 
 from search.config import CampaignConfig, Evolution, Funnel, Simplify
 from search.engine import Campaign
@@ -28,7 +37,7 @@ def run(store: Store, strategy: str, args) -> dict:
         evolution=Evolution(strategy=strategy, population=args.population,
                             tournament=args.tournament, restart_after=args.restart_after),
         funnel=Funnel(stage1="small", stage2="medium", threshold=1.0,
-                      stage2_max=args.stage2_max),
+                      stage2_max=args.stage2_max, screen=args.screen, hurdle=args.hurdle),
         simplify=Simplify(enabled=False))
     name = f"rediscovery-{strategy}-{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     campaign = Campaign.create(store, config, name)
@@ -40,14 +49,28 @@ def run(store: Store, strategy: str, args) -> dict:
     stage2 = [e.score for e in evals if e.stage == 2 and e.score is not None]
     reached = next((k + 1 for k, e in enumerate(stage1)
                     if e.score is not None and e.score >= 1.0), None)
+    seconds = {stage: sum(e.wall_time or 0.0 for e in evals if e.stage == stage)
+               for stage in (0, 1, 2)}
     best1 = max((e.score for e in stage1 if e.score is not None), default=-math.inf)
     return {"strategy": strategy, "campaign": name, "evaluations": summary["evaluations"],
             "stage1_evaluations": len(stage1), "children": summary["children"],
             "best_stage1": best1, "evaluations_to_1.0": reached,
             "best_stage2": max(stage2, default=None),
             "full_evaluation_fraction": summary["full_evaluation_fraction"],
+            "screenings": summary["screenings"],
+            "screen_cache_hits": summary["screen_cache_hits"],
+            "training_seconds_by_stage": {k: round(v, 1) for k, v in seconds.items()},
+            "screening_share_of_training_time": (seconds[0] / sum(seconds.values())
+                                                 if sum(seconds.values()) else None),
             "cache_hit_rate": summary["hit_rate"], "rejections": summary["rejections"],
             "wall_s": round(wall, 1)}
+
+
+def run_alone(strategy: str, args) -> dict:
+    """`run` in a process of its own, with its own connection to the store."""
+    torch.set_num_threads(args.threads)
+    with Store(args.db) as store:
+        return run(store, strategy, args)
 
 
 def main() -> None:
@@ -59,17 +82,25 @@ def main() -> None:
     ap.add_argument("--tournament", type=int, default=8)
     ap.add_argument("--restart-after", type=int, default=600)
     ap.add_argument("--stage2-max", type=int, default=8)
+    ap.add_argument("--screen", default="tiny", help='screening suite ("" for none)')
+    ap.add_argument("--hurdle", type=float, default=0.5)
     ap.add_argument("--db", default="sqlite:///rediscovery.db")
     ap.add_argument("--only", choices=["evolution", "random"])
+    ap.add_argument("--concurrent", action="store_true",
+                    help="run both strategies at once, each in its own process")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per campaign")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
-    results = []
-    with Store(args.db) as store:
-        for strategy in ("evolution", "random"):
-            if args.only and strategy != args.only:
-                continue
-            results.append(run(store, strategy, args))
-            print(json.dumps(results[-1], indent=2), flush=True)
+    strategies = [s for s in ("evolution", "random") if not args.only or s == args.only]
+    with Store(args.db):
+        pass  # create the database once, before any campaign process opens it
+    if args.concurrent:
+        with ProcessPoolExecutor(len(strategies)) as ex:
+            results = list(ex.map(run_alone, strategies, [args] * len(strategies)))
+    else:
+        results = [run_alone(s, args) for s in strategies]
+    for r in results:
+        print(json.dumps(r, indent=2), flush=True)
     if len(results) == 2:
         evo, rnd = results
         print(f"\nevolution best stage-1 {evo['best_stage1']:.3f} vs random search "
@@ -77,7 +108,8 @@ def main() -> None:
               f"(target >= +0.3)")
         print(f"evolution reached 1.0 after {evo['evaluations_to_1.0']} evaluations; "
               f"best stage-2 {evo['best_stage2']}; full-evaluation fraction "
-              f"{evo['full_evaluation_fraction']:.1%} (target <= 25%)")
+              f"{evo['full_evaluation_fraction']:.1%} (target <= 25%); screenings took "
+              f"{evo['screening_share_of_training_time'] or 0:.1%} of the training time")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from evaluators.tasks import SUITES
+
 from .errors import UserError
 from .mutations import DEFAULT_WEIGHTS, MUTATIONS, Limits
 
@@ -32,6 +34,8 @@ class Funnel:
     stage2: str = "medium"
     threshold: float = 0.9
     stage2_max: int = 4
+    screen: str = "tiny"  # "" for none: every probed child is trained on stage 1
+    hurdle: float = 0.5  # quantile of the population's screening scores a child must reach
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,10 @@ def _validated(cfg: CampaignConfig) -> CampaignConfig:
         problems.append("max_state >= 0, max_statements, max_tries, restart_after >= 1")
     if not any(w > 0 for w in cfg.mutations.values()):
         problems.append("at least one mutation needs a weight > 0")
+    if cfg.funnel.screen not in ("",) + SUITES:
+        problems.append(f"funnel.screen must be one of {', '.join(SUITES)} or \"\" (none)")
+    if not 0.0 <= cfg.funnel.hurdle <= 1.0:
+        problems.append("funnel.hurdle must be a quantile between 0 and 1")
     if cfg.funnel.stage2_max < 0 or cfg.simplify.max_ablations < 0:
         problems.append("stage2_max and max_ablations must be >= 0")
     if problems:

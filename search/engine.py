@@ -5,7 +5,9 @@
 Stage 1 is aging evolution (Real et al., 2019): a parent is the best of a random tournament,
 its mutated child is checked, looked up in the duplicate caches (structural hash, canonical
 hash, behaviour fingerprint: a hit reuses the stored score and costs no training), probed on
-a small quadratic, and only then trained on the stage-1 suite. Every evaluated child joins the
+a small quadratic, screened on a cheap suite (`tiny`, about a fifth of the cost of `small`)
+and only trained on the stage-1 suite if its screening score clears a hurdle: a quantile of
+the population's screening scores (the hurdles of So et al., 2019, and AutoML-Zero). Every evaluated child joins the
 population and the oldest member dies. A worker that frees up gets the next child at once:
 children are drawn lazily by the evaluator pool. When the best score has not improved for
 `restart_after` evaluations, the population restarts from the seeds and the best so far.
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
 
 import dsl
 import seeds as seed_lib
@@ -40,7 +43,8 @@ from .probes import probe
 
 __all__ = ["Campaign", "Member", "Child"]
 
-STAGE1, STAGE2, SIMPLIFIED = 1, 2, 3
+SCREEN, STAGE1, STAGE2, SIMPLIFIED = 0, 1, 2, 3
+MIN_HURDLE_POPULATION = 3  # screened members needed before the hurdle applies
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Counters:
     stage1_evaluations: int = 0
     children: int = 0  # children drawn (valid or not)
     proposed: int = 0  # valid children that reached the caches
+    screenings: int = 0  # children trained on the screening suite
+    screen_cache_hits: int = 0  # children whose behaviour had been screened before
     cache_hits: dict = field(default_factory=lambda: {"structural": 0, "canonical": 0,
                                                       "fingerprint": 0})
     rejections: dict = field(default_factory=dict)
@@ -92,6 +98,8 @@ class Campaign:
         self.caches: dict[str, dict[str, Member]] = {"structural": {}, "canonical": {},
                                                      "fingerprint": {}}
         self.in_flight: dict[str, int] = {}
+        self.screened: dict[str, float] = {}  # screening key -> score, replayed on resume
+        self.screen_cache: dict[str, float] = {}  # fingerprint -> screening score
         self.progress = progress
         self.stop_requested = False
         reserve = config.funnel.stage2_max + (
@@ -118,14 +126,22 @@ class Campaign:
             return  # killed before its first commit: start afresh
         self.counters = Counters.from_json(dict(cp.counters))
         self.rng.bit_generator.state = cp.rng_state
-        self.population = [Member(int(pid), -math.inf if score is None else float(score))
-                           for pid, score in cp.population]
-        for ev in self.store.evaluations(campaign=self.id):
+        self.population = [Member(int(row[0]), _score(row[1]),
+                                  _score(row[2]) if len(row) > 2 else None)
+                           for row in cp.population]
+        evaluations = self.store.evaluations(campaign=self.id)
+        screens = {ev.program_id: _score(ev.score) for ev in evaluations if ev.stage == SCREEN}
+        # screenings committed after the checkpoint: their children are drawn again
+        self.screened = {ev.key: _score(ev.score)
+                         for ev in evaluations if ev.stage == SCREEN and ev.key}
+        for ev in evaluations:
+            if ev.stage == SCREEN:
+                rec = self.store.get_program(ev.program_id)
+                self.screen_cache.setdefault(rec.fingerprint, _score(ev.score))
             if ev.stage == STAGE1:
                 rec = self.store.get_program(ev.program_id)
-                score = ev.score if ev.score is not None else -math.inf
                 self._cache(rec.structural_hash, rec.canonical_hash, rec.fingerprint,
-                            Member(rec.id, score))
+                            Member(rec.id, _score(ev.score), screens.get(rec.id)))
 
     # ---- the run ------------------------------------------------------------------------------
     def run(self, workers: int | None = None) -> dict:
@@ -161,6 +177,7 @@ class Campaign:
                 "cache_hits": dict(c.cache_hits), "hit_rate": c.hit_rate,
                 "rejections": dict(c.rejections), "best_stage1": c.to_json()["best_score"],
                 "best_program": c.best_program, "restarts": c.restarts,
+                "screenings": c.screenings, "screen_cache_hits": c.screen_cache_hits,
                 "full_evaluation_fraction": (c.stage1_evaluations / c.children
                                              if c.children else None)}
 
@@ -178,6 +195,8 @@ class Campaign:
         done = self.caches["structural"]  # seeds committed before a kill are not redone
         children = [Child(p, None, "seed", i) for i, p in enumerate(self._seed_programs())
                     if dsl.structural_hash(p) not in done]
+        if self.config.funnel.screen:  # seeds are screened too, to set the first hurdle
+            children = [replace(ch, screen=self._screen(ch)) for ch in children]
         for child, result in self._evaluate(children, self.config.funnel.stage1, pool):
             self._record_stage1(child, result)
         self.counters.seed_ids = [m.program_id for m in self.population]
@@ -216,8 +235,15 @@ class Campaign:
             if reason is not None:
                 self._reject(reason)
                 continue
+            candidate = Child(child, parent_id, result.kind, c.children)
+            if cfg.funnel.screen:
+                candidate = replace(candidate, screen=self._screen(candidate))
+                reason = self._below_hurdle(candidate.screen)
+                if reason is not None:
+                    self._reject(reason)
+                    continue
             self.in_flight[dsl.structural_hash(child)] = c.children
-            yield Child(child, parent_id, result.kind, c.children)
+            yield candidate
 
     def _breed(self):
         """(parent id, mutation result). Evolution mutates the winner of a tournament; the
@@ -238,6 +264,49 @@ class Campaign:
         parent = self._tournament()
         return parent.program_id, mutate(self._program(parent.program_id), self.rng,
                                          dict(cfg.mutations), cfg.limits)
+
+    def _screen(self, child: Child) -> float:
+        """The child's score on the screening suite, trained here (one thread) and committed
+        with its lineage; replayed from the store when a resumed campaign draws it again,
+        reused when a program with the same behaviour was screened before."""
+        key = f"stage0/{child.kind}/{child.number}"
+        if key in self.screened:  # drawn again after a resume: as the first time
+            self.counters.screenings += 1
+            return self.screened[key]
+        fingerprint = dsl.fingerprint(child.program)
+        if fingerprint in self.screen_cache:
+            self.counters.screen_cache_hits += 1
+            return self.screen_cache[fingerprint]
+        self.counters.screenings += 1
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            result = evaluate(child.program, self.config.funnel.screen)
+        finally:
+            torch.set_num_threads(threads)
+        record = self.store.add_program(child.program)
+        self.programs[record.id] = child.program
+
+        def write(tx):
+            if child.parent_id is not None:
+                tx.add_lineage(record.id, child.parent_id, child.kind, campaign=self.id)
+            tx.add_evaluation(record.id, campaign=self.id, stage=SCREEN, **_evaluation(result),
+                              key=key)
+        self.store.run_in_transaction(write)
+        self.screen_cache[fingerprint] = _score(result.score)
+        return self.screen_cache[fingerprint]
+
+    def _below_hurdle(self, screen: float) -> str | None:
+        """None if a child with screening score `screen` goes on to stage 1, else why not."""
+        if not math.isfinite(screen):
+            return "screen: failed"
+        scores = [m.screen for m in self.population
+                  if m.screen is not None and math.isfinite(m.screen)]
+        if len(scores) < MIN_HURDLE_POPULATION:
+            return None
+        if screen < float(np.quantile(scores, self.config.funnel.hurdle)):
+            return "screen: below the hurdle"
+        return None
 
     def _tournament(self) -> Member:
         k = min(self.config.evolution.tournament, len(self.population))
@@ -281,7 +350,7 @@ class Campaign:
         score = result.score if math.isfinite(result.score) else -math.inf
         # the program row first (idempotent, race-safe), then everything else at once
         record = self.store.add_program(child.program)
-        member = Member(record.id, score)
+        member = Member(record.id, score, child.screen)
         self.programs[record.id] = child.program
         c.evaluations += 1
         c.stage1_evaluations += 1
@@ -390,13 +459,23 @@ class Campaign:
 
     def _checkpoint(self) -> dict:
         counters = self.counters.to_json()
-        return {"population": [[m.program_id, m.score if math.isfinite(m.score) else None]
+        return {"population": [[m.program_id, _finite(m.score), _finite(m.screen)]
                                for m in self.population],
                 "rng_state": self.rng.bit_generator.state, "counters": counters}
 
     def _checkpoint_now(self) -> None:
         checkpoint = self._checkpoint()
         self.store.run_in_transaction(lambda tx: tx.save_checkpoint(self.id, **checkpoint))
+
+
+def _score(value: float | None) -> float:
+    """A stored score as a float: None (failed) and NaN become -inf."""
+    return -math.inf if value is None or not math.isfinite(value) else float(value)
+
+
+def _finite(value: float | None) -> float | None:
+    """A score as stored in a checkpoint: None unless finite."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _evaluation(result: EvalResult) -> dict:

@@ -109,7 +109,9 @@ def _drive(campaign, workers: int, args) -> int:
         def progress(c):
             bar.n = c.evaluations
             best = "-" if c.best_score == float("-inf") else f"{c.best_score:.3f}"
-            bar.set_postfix_str(f"best {best} | hits {c.hit_rate:.0%} | {c.phase}")
+            trained = c.stage1_evaluations / c.children if c.children else 0.0
+            bar.set_postfix_str(f"best {best} | hits {c.hit_rate:.0%} | "
+                                f"trained {trained:.0%} of children | {c.phase}")
         campaign.progress = progress
     try:
         summary = campaign.run(workers=workers or None)
@@ -127,7 +129,8 @@ def _print_summary(campaign, summary) -> None:
     store, cfg = campaign.store, campaign.config
     print(f"campaign {campaign.id}: {summary['status']} after {summary['evaluations']} "
           f"evaluations ({summary['children']} children, cache hit rate "
-          f"{summary['hit_rate']:.0%}, {summary['restarts']} restarts)")
+          f"{summary['hit_rate']:.0%}, {summary['screenings']} screenings, "
+          f"{summary['restarts']} restarts)")
     if summary["status"] != "finished":
         print(f"resume with: optforge resume {campaign.id}")
     for stage, suite in ((2, cfg.funnel.stage2), (1, cfg.funnel.stage1)):

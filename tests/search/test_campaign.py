@@ -7,18 +7,21 @@ import subprocess
 import sys
 import time
 
+from dataclasses import replace
+
 import pytest
 
 import dsl
 from search.config import CampaignConfig, Evolution, Funnel, Simplify
-from search.engine import Campaign
+from search.engine import Campaign, Member
 from store import Store
 from store.errors import StoreError
 
 CONFIG = CampaignConfig(
     seeds=("sgd_momentum",), seed=5, budget=7,
     evolution=Evolution(population=4, tournament=2, restart_after=50),
-    funnel=Funnel(stage1="tiny", stage2="tiny", threshold=-10.0, stage2_max=1),
+    funnel=Funnel(stage1="tiny", stage2="tiny", threshold=-10.0, stage2_max=1, screen="tiny",
+                  hurdle=0.5),
     simplify=Simplify(enabled=False))
 
 
@@ -45,11 +48,37 @@ def reference(tmp_path_factory):
 
 def test_campaign_spends_its_budget_and_records_everything(reference, tmp_path):
     summary, hist = reference
+    full = [h for h in hist if h[1] > 0]  # stage 0 is the screening, outside the budget
     assert summary["status"] == "finished"
-    assert summary["evaluations"] == len(hist) <= CONFIG.budget
+    assert summary["evaluations"] == len(full) <= CONFIG.budget
     assert [h[1] for h in hist].count(2) == 1  # the funnel re-scored the best once
-    assert summary["children"] >= len(hist) - 2
-    assert len({h[0] for h in hist if h[1] == 1}) == len([h for h in hist if h[1] == 1])
+    assert summary["children"] >= len(full) - 2
+    stage1 = [h[0] for h in hist if h[1] == 1]
+    assert len(set(stage1)) == len(stage1)
+    # every program trained on stage 1 was screened first, and every screening is stored
+    screened = [h[0] for h in hist if h[1] == 0]
+    assert summary["screenings"] == len(screened) >= len(stage1)
+    assert all(screened.index(s) < hist.index((s, 1, sc)) for s, _, sc in
+               [h for h in hist if h[1] == 1])
+
+
+def test_no_screening_when_the_funnel_has_none(tmp_path):
+    config = replace(CONFIG, funnel=replace(CONFIG.funnel, screen=""), budget=4)
+    summary, hist = run_serial(tmp_path / "plain.db", "plain", config)
+    assert summary["screenings"] == 0 and not [h for h in hist if h[1] == 0]
+    assert summary["evaluations"] == len(hist)
+
+
+def test_the_hurdle_is_a_quantile_of_the_population_screening_scores(tmp_path):
+    with Store(f"sqlite:///{tmp_path / 'h.db'}") as store:
+        c = Campaign.create(store, replace(CONFIG, funnel=replace(CONFIG.funnel, hurdle=0.5)),
+                            "h")
+        c.population = [Member(i, 0.0, s) for i, s in enumerate([0.1, 0.2, 0.3])]
+        assert c._below_hurdle(0.15) == "screen: below the hurdle"
+        assert c._below_hurdle(0.2) is None and c._below_hurdle(5.0) is None
+        assert c._below_hurdle(float("-inf")) == "screen: failed"
+        c.population = [Member(0, 0.0, 0.1), Member(1, 0.0, None), Member(2, 0.0, 0.3)]
+        assert c._below_hurdle(-3.0) is None  # too few screened members for a hurdle
 
 
 def test_serial_campaign_is_reproducible(reference, tmp_path):
