@@ -4,7 +4,9 @@ and the same evaluator?
 
     python bench/rediscovery.py --budget 2000 --workers 1 --concurrent --db sqlite:///r.db
 
-`--concurrent` runs the two strategies at the same time, each in its own process; with
+The random-search control has no screening hurdle by default (`--control-screen`): a hurdle
+is selection, and the control selects nothing; it still has the checker, the caches and the
+probes. `--concurrent` runs the two strategies at the same time, each in its own process; with
 `--workers 1` each campaign is serial (one process, one torch thread: reproducible).
 
 Prints, for evolution and for the random-search control: the best stage-1 (`small`) score,
@@ -37,7 +39,8 @@ def run(store: Store, strategy: str, args) -> dict:
         evolution=Evolution(strategy=strategy, population=args.population,
                             tournament=args.tournament, restart_after=args.restart_after),
         funnel=Funnel(stage1="small", stage2="medium", threshold=1.0,
-                      stage2_max=args.stage2_max, screen=args.screen, hurdle=args.hurdle),
+                      stage2_max=args.stage2_max, hurdle=args.hurdle,
+                      screen=args.screen if strategy == "evolution" else args.control_screen),
         simplify=Simplify(enabled=False))
     name = f"rediscovery-{strategy}-{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     campaign = Campaign.create(store, config, name)
@@ -84,6 +87,9 @@ def main() -> None:
     ap.add_argument("--stage2-max", type=int, default=8)
     ap.add_argument("--screen", default="tiny", help='screening suite ("" for none)')
     ap.add_argument("--hurdle", type=float, default=0.5)
+    ap.add_argument("--control-screen", default="",
+                    help='screening suite of the random-search control (default "": none, '
+                         'the control selects nothing)')
     ap.add_argument("--db", default="sqlite:///rediscovery.db")
     ap.add_argument("--only", choices=["evolution", "random"])
     ap.add_argument("--concurrent", action="store_true",
