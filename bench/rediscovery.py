@@ -46,7 +46,12 @@ def run(store: Store, strategy: str, args) -> dict:
     campaign = Campaign.create(store, config, name)
     start = time.perf_counter()
     summary = campaign.run(workers=args.workers)
-    wall = time.perf_counter() - start
+    return report(store, campaign, summary, time.perf_counter() - start)
+
+
+def report(store: Store, campaign: Campaign, summary: dict, wall: float | None) -> dict:
+    """The benchmark's figures for a campaign, from its summary and its stored evaluations."""
+    strategy, name = campaign.config.evolution.strategy, store.get_campaign(campaign.id).name
     evals = sorted(store.evaluations(campaign=campaign.id), key=lambda e: e.id)
     stage1 = [e for e in evals if e.stage == 1]
     stage2 = [e.score for e in evals if e.stage == 2 and e.score is not None]
@@ -66,7 +71,7 @@ def run(store: Store, strategy: str, args) -> dict:
             "screening_share_of_training_time": (seconds[0] / sum(seconds.values())
                                                  if sum(seconds.values()) else None),
             "cache_hit_rate": summary["hit_rate"], "rejections": summary["rejections"],
-            "wall_s": round(wall, 1)}
+            "wall_s": None if wall is None else round(wall, 1)}
 
 
 def run_alone(strategy: str, args) -> dict:
@@ -96,7 +101,18 @@ def main() -> None:
                     help="run both strategies at once, each in its own process")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per campaign")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--report", nargs=2, metavar=("EVOLUTION", "RANDOM"),
+                    help="run nothing: report two stored campaigns (e.g. after `optforge "
+                         "resume` finished them)")
     args = ap.parse_args()
+    if args.report:
+        with Store(args.db, create=False) as store:
+            results = []
+            for ref in args.report:
+                campaign = Campaign.resume(store, int(ref) if ref.isdigit() else ref)
+                status = store.get_campaign(campaign.id).status
+                results.append(report(store, campaign, campaign.summary(status), None))
+        return finish(results, args)
     strategies = [s for s in ("evolution", "random") if not args.only or s == args.only]
     with Store(args.db):
         pass  # create the database once, before any campaign process opens it
@@ -105,10 +121,15 @@ def main() -> None:
             results = list(ex.map(run_alone, strategies, [args] * len(strategies)))
     else:
         results = [run_alone(s, args) for s in strategies]
+    finish(results, args)
+
+
+def finish(results: list[dict], args) -> None:
     for r in results:
         print(json.dumps(r, indent=2), flush=True)
-    if len(results) == 2:
-        evo, rnd = results
+    by_strategy = {r["strategy"]: r for r in results}
+    if len(by_strategy) == 2:
+        evo, rnd = by_strategy["evolution"], by_strategy["random"]
         print(f"\nevolution best stage-1 {evo['best_stage1']:.3f} vs random search "
               f"{rnd['best_stage1']:.3f}: margin {evo['best_stage1'] - rnd['best_stage1']:+.3f} "
               f"(target >= +0.3)")

@@ -103,8 +103,12 @@ def load_config(path: str | Path | None) -> CampaignConfig:
 
 
 def config_from_dict(data: Mapping[str, Any], where: str) -> CampaignConfig:
-    """A configuration from its `to_dict()` form (as stored with a campaign)."""
-    return _from_mapping({k: v for k, v in data.items() if v is not None}, where)
+    """A configuration from its `to_dict()` form (as stored with a campaign). A campaign
+    stored before screening existed resumes without it."""
+    data = {k: v for k, v in data.items() if v is not None}
+    if isinstance(data.get("funnel"), dict) and "screen" not in data["funnel"]:
+        data["funnel"] = {**data["funnel"], "screen": ""}
+    return _from_mapping(data, where)
 
 
 _SECTIONS = {"evolution": Evolution, "funnel": Funnel, "simplify": Simplify}

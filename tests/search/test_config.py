@@ -26,6 +26,14 @@ def test_toml_file_and_overrides(tmp_path):
     assert config_from_dict(over.to_dict(), "stored") == over
 
 
+def test_screening_defaults_and_campaigns_stored_before_it():
+    cfg = default_config()
+    assert cfg.funnel.screen == "tiny" and cfg.funnel.hurdle == 0.5
+    old = cfg.to_dict()
+    del old["funnel"]["screen"], old["funnel"]["hurdle"]
+    assert config_from_dict(old, "stored").funnel.screen == ""
+
+
 @pytest.mark.parametrize("text,message", [
     ("budgt = 3\n", "unknown key 'budgt'"),
     ("budget = 'many'\n", "'budget' must be a int"),
@@ -35,6 +43,8 @@ def test_toml_file_and_overrides(tmp_path):
     ("[mutations]\ninsert = -1\n", "must be a number >= 0"),
     ("budget = \n", "not valid TOML"),
     ("[evolution]\nstrategy = 'annealing'\n", "'evolution' or 'random'"),
+    ("[funnel]\nscreen = 'huge'\n", "funnel.screen must be one of tiny, small, medium"),
+    ("[funnel]\nhurdle = 1.5\n", "hurdle must be a quantile between 0 and 1"),
 ])
 def test_bad_configuration_is_a_one_line_user_error(tmp_path, text, message):
     f = tmp_path / "bad.toml"
