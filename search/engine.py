@@ -7,10 +7,14 @@ its mutated child is checked, looked up in the duplicate caches (structural hash
 hash, behaviour fingerprint: a hit reuses the stored score and costs no training), probed on
 a small quadratic, screened on a cheap suite (`tiny`, about a fifth of the cost of `small`)
 and only trained on the stage-1 suite if its screening score clears a hurdle: a quantile of
-the population's screening scores (the hurdles of So et al., 2019, and AutoML-Zero). Every evaluated child joins the
-population and the oldest member dies. A worker that frees up gets the next child at once:
-children are drawn lazily by the evaluator pool. When the best score has not improved for
-`restart_after` evaluations, the population restarts from the seeds and the best so far.
+the screening scores of the children screened before it (the progressive dynamic hurdles of
+So et al., 2019, whose hurdle is the mean of the candidates that reached it). A quantile of
+the children, not of the population: as the population improves, most children fall below
+its median, and a hurdle set there would spend more on screenings than it saves. Every
+evaluated child joins the population and the oldest member dies. A worker that frees up gets
+the next child at once: children are drawn lazily by the evaluator pool. When the best score
+has not improved for `restart_after` evaluations, the population restarts from the seeds and
+the best so far.
 
 Every finished evaluation is committed to the store in one transaction together with the
 program, its lineage and the campaign's checkpoint (population, RNG state, counters), so a
@@ -44,7 +48,8 @@ from .probes import probe
 __all__ = ["Campaign", "Member", "Child"]
 
 SCREEN, STAGE1, STAGE2, SIMPLIFIED = 0, 1, 2, 3
-MIN_HURDLE_POPULATION = 3  # screened members needed before the hurdle applies
+HURDLE_WINDOW = 64  # the hurdle is a quantile of this many most recent screening scores
+MIN_HURDLE_SCREENINGS = 4  # screening scores needed before the hurdle applies
 
 
 @dataclass
@@ -58,6 +63,7 @@ class Counters:
     proposed: int = 0  # valid children that reached the caches
     screenings: int = 0  # children trained on the screening suite
     screen_cache_hits: int = 0  # children whose behaviour had been screened before
+    recent_screens: list = field(default_factory=list)  # the hurdle's window, oldest first
     cache_hits: dict = field(default_factory=lambda: {"structural": 0, "canonical": 0,
                                                       "fingerprint": 0})
     rejections: dict = field(default_factory=dict)
@@ -71,6 +77,7 @@ class Counters:
         d = dict(self.__dict__)
         d["cache_hits"], d["rejections"] = dict(self.cache_hits), dict(self.rejections)
         d["seed_ids"] = list(self.seed_ids)
+        d["recent_screens"] = list(self.recent_screens)
         d["best_score"] = None if self.best_score == -math.inf else self.best_score
         return d
 
@@ -126,11 +133,8 @@ class Campaign:
             return  # killed before its first commit: start afresh
         self.counters = Counters.from_json(dict(cp.counters))
         self.rng.bit_generator.state = cp.rng_state
-        self.population = [Member(int(row[0]), _score(row[1]),
-                                  _score(row[2]) if len(row) > 2 else None)
-                           for row in cp.population]
+        self.population = [Member(int(pid), _score(score)) for pid, score in cp.population]
         evaluations = self.store.evaluations(campaign=self.id)
-        screens = {ev.program_id: _score(ev.score) for ev in evaluations if ev.stage == SCREEN}
         # screenings committed after the checkpoint: their children are drawn again
         self.screened = {ev.key: _score(ev.score)
                          for ev in evaluations if ev.stage == SCREEN and ev.key}
@@ -141,7 +145,7 @@ class Campaign:
             if ev.stage == STAGE1:
                 rec = self.store.get_program(ev.program_id)
                 self._cache(rec.structural_hash, rec.canonical_hash, rec.fingerprint,
-                            Member(rec.id, _score(ev.score), screens.get(rec.id)))
+                            Member(rec.id, _score(ev.score)))
 
     # ---- the run ------------------------------------------------------------------------------
     def run(self, workers: int | None = None) -> dict:
@@ -195,8 +199,9 @@ class Campaign:
         done = self.caches["structural"]  # seeds committed before a kill are not redone
         children = [Child(p, None, "seed", i) for i, p in enumerate(self._seed_programs())
                     if dsl.structural_hash(p) not in done]
-        if self.config.funnel.screen:  # seeds are screened too, to set the first hurdle
-            children = [replace(ch, screen=self._screen(ch)) for ch in children]
+        if self.config.funnel.screen:  # seeds are screened too: the hurdle's first scores
+            for child in children:
+                self._below_hurdle(self._screen(child))
         for child, result in self._evaluate(children, self.config.funnel.stage1, pool):
             self._record_stage1(child, result)
         self.counters.seed_ids = [m.program_id for m in self.population]
@@ -235,15 +240,14 @@ class Campaign:
             if reason is not None:
                 self._reject(reason)
                 continue
-            candidate = Child(child, parent_id, result.kind, c.children)
             if cfg.funnel.screen:
-                candidate = replace(candidate, screen=self._screen(candidate))
-                reason = self._below_hurdle(candidate.screen)
+                reason = self._below_hurdle(self._screen(
+                    Child(child, parent_id, result.kind, c.children)))
                 if reason is not None:
                     self._reject(reason)
                     continue
             self.in_flight[dsl.structural_hash(child)] = c.children
-            yield candidate
+            yield Child(child, parent_id, result.kind, c.children)
 
     def _breed(self):
         """(parent id, mutation result). Evolution mutates the winner of a tournament; the
@@ -297,16 +301,16 @@ class Campaign:
         return self.screen_cache[fingerprint]
 
     def _below_hurdle(self, screen: float) -> str | None:
-        """None if a child with screening score `screen` goes on to stage 1, else why not."""
+        """None if a child with screening score `screen` goes on to stage 1, else why not.
+        Its score then joins the hurdle's window."""
         if not math.isfinite(screen):
             return "screen: failed"
-        scores = [m.screen for m in self.population
-                  if m.screen is not None and math.isfinite(m.screen)]
-        if len(scores) < MIN_HURDLE_POPULATION:
-            return None
-        if screen < float(np.quantile(scores, self.config.funnel.hurdle)):
-            return "screen: below the hurdle"
-        return None
+        window = self.counters.recent_screens
+        below = (len(window) >= MIN_HURDLE_SCREENINGS
+                 and screen < float(np.quantile(window, self.config.funnel.hurdle)))
+        window.append(screen)
+        del window[:-HURDLE_WINDOW]
+        return "screen: below the hurdle" if below else None
 
     def _tournament(self) -> Member:
         k = min(self.config.evolution.tournament, len(self.population))
@@ -350,7 +354,7 @@ class Campaign:
         score = result.score if math.isfinite(result.score) else -math.inf
         # the program row first (idempotent, race-safe), then everything else at once
         record = self.store.add_program(child.program)
-        member = Member(record.id, score, child.screen)
+        member = Member(record.id, score)
         self.programs[record.id] = child.program
         c.evaluations += 1
         c.stage1_evaluations += 1
@@ -459,8 +463,7 @@ class Campaign:
 
     def _checkpoint(self) -> dict:
         counters = self.counters.to_json()
-        return {"population": [[m.program_id, _finite(m.score), _finite(m.screen)]
-                               for m in self.population],
+        return {"population": [[m.program_id, _finite(m.score)] for m in self.population],
                 "rng_state": self.rng.bit_generator.state, "counters": counters}
 
     def _checkpoint_now(self) -> None:

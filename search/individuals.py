@@ -11,12 +11,10 @@ __all__ = ["Member", "Child"]
 
 @dataclass(frozen=True)
 class Member:
-    """A population member: a stored program, its stage-1 score and its screening score
-    (None when the campaign does not screen)."""
+    """A population member: a stored program and its stage-1 score."""
 
     program_id: int
     score: float
-    screen: float | None = None
 
 
 @dataclass(frozen=True)
@@ -25,4 +23,3 @@ class Child:
     parent_id: int | None
     kind: str  # the mutation, or "seed"
     number: int  # the campaign's count of children when it was drawn
-    screen: float | None = None  # its screening score, once screened

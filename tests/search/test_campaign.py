@@ -13,7 +13,7 @@ import pytest
 
 import dsl
 from search.config import CampaignConfig, Evolution, Funnel, Simplify
-from search.engine import Campaign, Member
+from search.engine import HURDLE_WINDOW, Campaign
 from store import Store
 from store.errors import StoreError
 
@@ -69,32 +69,21 @@ def test_no_screening_when_the_funnel_has_none(tmp_path):
     assert summary["evaluations"] == len(hist)
 
 
-def test_the_hurdle_is_a_quantile_of_the_population_screening_scores(tmp_path):
+def test_the_hurdle_is_a_quantile_of_the_recent_screening_scores(tmp_path):
     with Store(f"sqlite:///{tmp_path / 'h.db'}") as store:
         c = Campaign.create(store, replace(CONFIG, funnel=replace(CONFIG.funnel, hurdle=0.5)),
                             "h")
-        c.population = [Member(i, 0.0, s) for i, s in enumerate([0.1, 0.2, 0.3])]
-        assert c._below_hurdle(0.15) == "screen: below the hurdle"
-        assert c._below_hurdle(0.2) is None and c._below_hurdle(5.0) is None
+        assert [c._below_hurdle(x) for x in (0.3, -5.0, 0.1, 0.2)] == [None] * 4  # too few
+        window = c.counters.recent_screens
+        assert window == [0.3, -5.0, 0.1, 0.2]  # median 0.15
+        assert c._below_hurdle(0.14) == "screen: below the hurdle"
+        assert c._below_hurdle(0.2) is None  # the window is now [.., 0.14]: median 0.14
         assert c._below_hurdle(float("-inf")) == "screen: failed"
-        c.population = [Member(0, 0.0, 0.1), Member(1, 0.0, None), Member(2, 0.0, 0.3)]
-        assert c._below_hurdle(-3.0) is None  # too few screened members for a hurdle
-
-
-def test_serial_campaign_is_reproducible(reference, tmp_path):
-    _, again = run_serial(tmp_path / "again.db", "again")
-    assert again == reference[1]
-
-
-def test_lineage_reaches_back_to_the_seed(reference, tmp_path):
-    db = tmp_path / "lin.db"
-    run_serial(db, "lin")
-    with Store(f"sqlite:///{db}") as store:
-        best = store.top(1, suite="tiny")[0]
-        graph = store.lineage(best.program.id)
-        roots = [n for n in graph if graph.in_degree(n) == 0]
-        seed = dsl.structural_hash(__import__("seeds").load_seed("sgd_momentum"))
-        assert any(store.get_program(r).structural_hash == seed for r in roots)
+        assert len(window) == 6  # failures do not enter the window
+        for i in range(200):
+            c._below_hurdle(float(i))
+        assert window == [float(i) for i in range(200 - HURDLE_WINDOW, 200)]
+        assert c._below_hurdle(199 - HURDLE_WINDOW / 2 - 1) is not None
 
 
 def test_resume_after_sigkill_continues_exactly(reference, tmp_path):
