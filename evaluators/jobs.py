@@ -8,6 +8,9 @@ and thread count once, in `init_worker` (the pool's initialiser).
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Mapping
@@ -39,11 +42,22 @@ class Job:
 
 
 def init_worker(device: str, threads: int) -> None:
-    """Pool initialiser: pin this worker process to `device` and `threads` CPU threads."""
+    """Pool initialiser: pin this worker process to `device` and `threads` CPU threads, and
+    end it when the process that started it dies (a SIGKILLed campaign leaves no workers
+    training on behind it)."""
     torch.set_num_threads(max(1, int(threads)))
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     _WORKER["device"] = device
+    parent = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True,
+                     name="optforge-parent-watch").start()
+
+
+def _exit_when_orphaned(parent: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def worker_device() -> str:
