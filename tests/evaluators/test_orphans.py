@@ -31,7 +31,7 @@ def _alive(pid: int) -> bool:
 def test_worker_exits_when_its_parent_is_killed():
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     parent = subprocess.Popen([sys.executable, "-c", SCRIPT], env=env, stdout=subprocess.PIPE,
-                              text=True)
+                              stderr=subprocess.DEVNULL, text=True)  # loky's tracker warns
     try:
         worker = int(parent.stdout.readline())
         assert _alive(worker)
