@@ -2,18 +2,11 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from search.cli import main
 
-MESSY = '''def messy(w, g, lr, t, m, v):
-    g2 = g * g
-    junk = exp(g2)
-    c = interp(g, m, 0.9)
-    u = c / sqrt(c * c)
-    u = u + 0 * g2
-    m = interp(g, m, 0.99)
-    return lr * (u + 0.01 * w), m, v
-'''
+MESSY = (Path(__file__).parent / "data" / "messy.rule").read_text()  # becomes Lion
 
 
 def test_check_prints_one_line_per_valid_rule(tmp_path, capsys):

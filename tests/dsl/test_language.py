@@ -1,5 +1,7 @@
 """The language end to end: parse, print, check, interpret, hash, simplify, render."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,15 +17,7 @@ LION = '''def lion(w, g, lr, t, m, beta1=0.9, beta2=0.99, weight_decay=0.0):
     return lr * (sign(c) + weight_decay * w), m
 '''
 
-MESSY = '''def messy(w, g, lr, t, m, v):
-    g2 = g * g
-    junk = exp(g2)
-    c = interp(g, m, 0.9)
-    u = c / sqrt(c * c)
-    u = u + 0 * g2
-    m = interp(g, m, 0.99)
-    return lr * (u + 0.01 * w), m, v
-'''
+MESSY = (Path(__file__).parents[1] / "data" / "messy.rule").read_text()  # becomes Lion
 
 
 def test_nested_expressions_become_flat_single_op_statements():
