@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--restart-after", type=int, default=600)
     ap.add_argument("--stage2-max", type=int, default=8)
     ap.add_argument("--screen", default="tiny", help='screening suite ("" for none)')
-    ap.add_argument("--hurdle", type=float, default=0.6)
+    ap.add_argument("--hurdle", type=float, default=0.7)
     ap.add_argument("--control-screen", default="",
                     help='screening suite of the random-search control (default "": none, '
                          'the control selects nothing)')

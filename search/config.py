@@ -35,7 +35,7 @@ class Funnel:
     threshold: float = 0.9
     stage2_max: int = 4
     screen: str = "tiny"  # "" for none: every probed child is trained on stage 1
-    hurdle: float = 0.6  # quantile of the recent children's screening scores to reach
+    hurdle: float = 0.7  # quantile of the recent children's screening scores to reach
 
 
 @dataclass(frozen=True)

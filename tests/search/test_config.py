@@ -28,7 +28,7 @@ def test_toml_file_and_overrides(tmp_path):
 
 def test_screening_defaults_and_campaigns_stored_before_it():
     cfg = default_config()
-    assert cfg.funnel.screen == "tiny" and cfg.funnel.hurdle == 0.6
+    assert cfg.funnel.screen == "tiny" and cfg.funnel.hurdle == 0.7
     old = cfg.to_dict()
     del old["funnel"]["screen"], old["funnel"]["hurdle"]
     assert config_from_dict(old, "stored").funnel.screen == ""
