@@ -473,7 +473,7 @@ class Campaign:
 
 def _score(value: float | None) -> float:
     """A stored score as a float: None (failed) and NaN become -inf."""
-    return -math.inf if value is None or not math.isfinite(value) else float(value)
+    return -math.inf if value is None or math.isnan(value) else float(value)
 
 
 def _finite(value: float | None) -> float | None:
