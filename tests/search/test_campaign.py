@@ -93,7 +93,8 @@ def test_resume_after_sigkill_continues_exactly(reference, tmp_path):
     cfg.write_text('seeds = ["sgd_momentum"]\nseed = 5\nbudget = 7\n'
                    '[evolution]\npopulation = 4\ntournament = 2\nrestart_after = 50\n'
                    '[funnel]\nstage1 = "tiny"\nstage2 = "tiny"\nthreshold = -10.0\n'
-                   'stage2_max = 1\n[simplify]\nenabled = false\n')
+                   'stage2_max = 1\nscreen = "tiny"\nhurdle = 0.5\n'
+                   '[simplify]\nenabled = false\n')  # CONFIG, as TOML
     proc = subprocess.Popen([sys.executable, "-m", "search", "run", str(cfg), "--workers", "1",
                              "--name", "killed", "--db", f"sqlite:///{db}", "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
