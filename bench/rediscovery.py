@@ -28,6 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
+from evaluators import evaluate_many
+from evaluators.pool import EvaluatorPool
 from search.config import CampaignConfig, Evolution, Funnel, Simplify
 from search.engine import Campaign
 from store import Store
@@ -49,11 +51,17 @@ def run(store: Store, strategy: str, args) -> dict:
     return report(store, campaign, summary, time.perf_counter() - start)
 
 
+MILESTONES = (100, 250, 500, 1000, 1500, 2000)
+
+
 def report(store: Store, campaign: Campaign, summary: dict, wall: float | None) -> dict:
     """The benchmark's figures for a campaign, from its summary and its stored evaluations."""
     strategy, name = campaign.config.evolution.strategy, store.get_campaign(campaign.id).name
     evals = sorted(store.evaluations(campaign=campaign.id), key=lambda e: e.id)
     stage1 = [e for e in evals if e.stage == 1]
+    running = [e.score for e in stage1 if e.score is not None and math.isfinite(e.score)]
+    best_by = {n: max((e.score for e in stage1[:n] if e.score is not None), default=None)
+               for n in MILESTONES if n <= len(stage1)}
     stage2 = [e.score for e in evals if e.stage == 2 and e.score is not None]
     reached = next((k + 1 for k, e in enumerate(stage1)
                     if e.score is not None and e.score >= 1.0), None)
@@ -63,6 +71,7 @@ def report(store: Store, campaign: Campaign, summary: dict, wall: float | None) 
     return {"strategy": strategy, "campaign": name, "evaluations": summary["evaluations"],
             "stage1_evaluations": len(stage1), "children": summary["children"],
             "best_stage1": best1, "evaluations_to_1.0": reached,
+            "best_stage1_after": best_by, "finite_stage1_scores": len(running),
             "best_stage2": max(stage2, default=None),
             "full_evaluation_fraction": summary["full_evaluation_fraction"],
             "screenings": summary["screenings"],
@@ -72,6 +81,22 @@ def report(store: Store, campaign: Campaign, summary: dict, wall: float | None) 
                                                  if sum(seconds.values()) else None),
             "cache_hit_rate": summary["hit_rate"], "rejections": summary["rejections"],
             "wall_s": None if wall is None else round(wall, 1)}
+
+
+def rescore(store: Store, campaign: Campaign, k: int, workers: int) -> dict:
+    """Score the campaign's best `k` stage-1 programs (seeds excluded) on its stage-2 suite,
+    outside the campaign (nothing is stored): stage 2 of a campaign stopped before it."""
+    funnel = campaign.config.funnel
+    seeds = set(campaign.counters.seed_ids)
+    top = [r for r in store.top(k + len(seeds), campaign=campaign.id, suite=funnel.stage1)
+           if r.program.id not in seeds][:k]
+    programs = [campaign._program(r.program.id) for r in top]
+    with EvaluatorPool(workers) as pool:
+        results = sorted(evaluate_many(programs, funnel.stage2, pool=pool),
+                         key=lambda r: r.index)
+    scores = {r.program.id: (r.score, res.score) for r, res in zip(top, results)}
+    return {"rescored_on_stage2 (id: stage-1, stage-2)": scores,
+            "best_rescored_stage2": max((v[1] for v in scores.values()), default=None)}
 
 
 def run_alone(strategy: str, args) -> dict:
@@ -104,6 +129,9 @@ def main() -> None:
     ap.add_argument("--report", nargs=2, metavar=("EVOLUTION", "RANDOM"),
                     help="run nothing: report two stored campaigns (e.g. after `optforge "
                          "resume` finished them)")
+    ap.add_argument("--rescore", type=int, metavar="K",
+                    help="with --report: score each campaign's best K stage-1 programs on "
+                         "stage 2 (for campaigns stopped before their stage 2)")
     args = ap.parse_args()
     if args.report:
         with Store(args.db, create=False) as store:
@@ -112,6 +140,8 @@ def main() -> None:
                 campaign = Campaign.resume(store, int(ref) if ref.isdigit() else ref)
                 status = store.get_campaign(campaign.id).status
                 results.append(report(store, campaign, campaign.summary(status), None))
+                if args.rescore:
+                    results[-1].update(rescore(store, campaign, args.rescore, args.workers))
         return finish(results, args)
     strategies = [s for s in ("evolution", "random") if not args.only or s == args.only]
     with Store(args.db):

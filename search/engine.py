@@ -133,7 +133,7 @@ class Campaign:
             return  # killed before its first commit: start afresh
         self.counters = Counters.from_json(dict(cp.counters))
         self.rng.bit_generator.state = cp.rng_state
-        self.population = [Member(int(pid), _score(score)) for pid, score in cp.population]
+        self.population = [Member(int(pid), _score(score)) for pid, score, *_ in cp.population]
         evaluations = self.store.evaluations(campaign=self.id)
         # screenings committed after the checkpoint: their children are drawn again
         self.screened = {ev.key: _score(ev.score)
