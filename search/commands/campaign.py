@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
+from contextlib import contextmanager
 
 from ..config import load_config
 from ..errors import UserError
@@ -114,7 +116,8 @@ def _drive(campaign, workers: int, args) -> int:
                                 f"trained {trained:.0%} of children | {c.phase}")
         campaign.progress = progress
     try:
-        summary = campaign.run(workers=workers or None)
+        with _sigterm_as_ctrl_c():
+            summary = campaign.run(workers=workers or None)
     finally:
         if bar is not None:
             bar.close()
@@ -123,6 +126,18 @@ def _drive(campaign, workers: int, args) -> int:
     else:
         _print_summary(campaign, summary)
     return 0 if summary["status"] == "finished" else 130
+
+
+@contextmanager
+def _sigterm_as_ctrl_c():
+    """SIGTERM (a scheduler's or `kill`'s polite stop) pauses the campaign as Ctrl-C does."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_summary(campaign, summary) -> None:

@@ -86,8 +86,10 @@ def test_the_hurdle_is_a_quantile_of_the_recent_screening_scores(tmp_path):
         assert c._below_hurdle(199 - HURDLE_WINDOW / 2 - 1) is not None
 
 
-def test_resume_after_sigkill_continues_exactly(reference, tmp_path):
-    db = tmp_path / "killed.db"
+def signalled_cli_run(tmp_path, name: str, sig: int) -> tuple[str, int]:
+    """Run CONFIG through `optforge run` in a subprocess, send it `sig` once 3 evaluations
+    are committed; the database URL and the exit status."""
+    db = f"sqlite:///{tmp_path / name}.db"
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     cfg = tmp_path / "c.toml"
     cfg.write_text('seeds = ["sgd_momentum"]\nseed = 5\nbudget = 7\n'
@@ -96,28 +98,44 @@ def test_resume_after_sigkill_continues_exactly(reference, tmp_path):
                    'stage2_max = 1\nscreen = "tiny"\nhurdle = 0.5\n'
                    '[simplify]\nenabled = false\n')  # CONFIG, as TOML
     proc = subprocess.Popen([sys.executable, "-m", "search", "run", str(cfg), "--workers", "1",
-                             "--name", "killed", "--db", f"sqlite:///{db}", "--no-progress"],
+                             "--name", name, "--db", db, "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while proc.poll() is None:
             try:
-                with Store(f"sqlite:///{db}", create=False) as store:
+                with Store(db, create=False) as store:
                     if store.count_evaluations() >= 3:
                         break
             except StoreError:  # the run has not created its database yet
                 pass
             time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
     finally:
         proc.wait()
-    with Store(f"sqlite:///{db}", create=False) as store:
-        assert store.get_campaign("killed").status == "running"
-        committed = history(store, store.get_campaign("killed").id)
+    return db, proc.returncode
+
+
+def resumed_history(db: str, name: str, status: str, reference):
+    with Store(db, create=False) as store:
+        assert store.get_campaign(name).status == status
+        committed = history(store, store.get_campaign(name).id)
         assert 3 <= len(committed) < len(reference[1])
-        c = Campaign.resume(store, "killed")
+        c = Campaign.resume(store, name)
         summary = c.run(workers=1)
         assert summary["status"] == "finished"
-        assert history(store, c.id) == reference[1]  # nothing lost, nothing twice
+        return history(store, c.id)
+
+
+def test_resume_after_sigkill_continues_exactly(reference, tmp_path):
+    db, _ = signalled_cli_run(tmp_path, "killed", signal.SIGKILL)
+    # nothing lost, nothing evaluated twice
+    assert resumed_history(db, "killed", "running", reference) == reference[1]
+
+
+def test_sigterm_pauses_like_ctrl_c(reference, tmp_path):
+    db, status = signalled_cli_run(tmp_path, "terminated", signal.SIGTERM)
+    assert status == 130
+    assert resumed_history(db, "terminated", "paused", reference) == reference[1]
 
 
 def test_interrupted_campaign_stops_cleanly_and_resumes(reference, tmp_path):
