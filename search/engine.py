@@ -240,14 +240,14 @@ class Campaign:
             if reason is not None:
                 self._reject(reason)
                 continue
+            candidate = Child(child, parent_id, result.kind, c.children)
             if cfg.funnel.screen:
-                reason = self._below_hurdle(self._screen(
-                    Child(child, parent_id, result.kind, c.children)))
+                reason = self._below_hurdle(self._screen(candidate))
                 if reason is not None:
                     self._reject(reason)
                     continue
             self.in_flight[dsl.structural_hash(child)] = c.children
-            yield Child(child, parent_id, result.kind, c.children)
+            yield candidate
 
     def _breed(self):
         """(parent id, mutation result). Evolution mutates the winner of a tournament; the
