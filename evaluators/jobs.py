@@ -1,7 +1,8 @@
 """The unit of work: one candidate on one task, and how a process runs it.
 
 A `Job` is plain picklable data (a `dsl.Program`, a `Task`, overrides); `run_job` compiles
-the program (cached per process) and trains the task on the process's device. Pool workers
+the program (cached per process) and trains the task on the process's device, extending the
+learning-rate grid past an end where the best rate lies (`extend_lr_grid`). Pool workers
 run jobs; so does the in-process `evaluators.evaluate`. A worker process learns its device
 and thread count once, in `init_worker` (the pool's initialiser).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Mapping
 
@@ -20,10 +21,16 @@ import torch
 from dsl import Program
 from dsl.kernel import Kernel, compile_kernel
 
-from .tasks import Task
-from .trainer import Status, TaskRun, train_task
+from .models import build_problem
+from .scoring import improving_end
+from .tasks import Task, rates_beyond
+from .trainer import Status, TaskRun, merge_runs, train_replicas
 
-__all__ = ["Job", "run_job", "init_worker", "worker_device", "error_run"]
+__all__ = ["Job", "run_job", "extend_lr_grid", "init_worker", "worker_device", "error_run",
+           "LR_EXTENSION_STEP"]
+
+# Rates added per extension round: one training of this many rates x the task's seeds.
+LR_EXTENSION_STEP = 2
 
 _WORKER = {"device": None}
 
@@ -76,9 +83,37 @@ def run_job(job: Job) -> TaskRun:
         kernel = _kernel(job.program)
     except Exception as e:  # noqa: BLE001 - an uncompilable rule is the rule's error
         return error_run(job.task, f"cannot compile rule: {type(e).__name__}: {e}")
-    device = job.device or worker_device()
-    return train_task(job.task, kernel, device=device, hyper=dict(job.hyper) or None,
-                      time_budget_s=job.time_budget_s)
+    task, device = job.task, job.device or worker_device()
+    start = time.perf_counter()
+    problem = build_problem(task.model, task.model_kwargs, task.data, task.data_args,
+                            torch.device(device))
+    built_s = time.perf_counter() - start
+    budget = task.time_budget_s if job.time_budget_s is None else job.time_budget_s
+
+    def train(lrs: tuple[float, ...], time_budget_s: float) -> TaskRun:
+        return train_replicas(task, kernel, lrs, task.seeds, device=device,
+                              hyper=dict(job.hyper) or None, time_budget_s=time_budget_s,
+                              problem=problem)
+    run = extend_lr_grid(task, train(task.lrs, budget), train, budget)
+    return replace(run, wall_time=run.wall_time + built_s)
+
+
+def extend_lr_grid(task: Task, run: TaskRun, train, budget_s: float) -> TaskRun:
+    """`run` (of `task`'s grid) with rates added past an end of the grid while the best rate
+    is that end and beats its neighbour (`evaluators.scoring.improving_end`):
+    `LR_EXTENSION_STEP` rates per round, at most `task.lr_extension` per end, while any of
+    the time budget `budget_s` is left. `train(lrs, time_budget_s)` trains rates of `task`.
+    A rule that rescales its rate (``sqrt(lr)``, ``0.01 * lr``) is then tuned as well as
+    one that does not, and the rates of the grid itself are trained exactly as without it."""
+    added = {-1: 0, 1: 0}
+    while True:
+        side = improving_end(run)
+        left = budget_s - run.wall_time
+        n = min(LR_EXTENSION_STEP, task.lr_extension - added.get(side, 0))
+        if side == 0 or n <= 0 or left <= 0:
+            return run
+        run = merge_runs(run, train(rates_beyond(run.lrs, side, n), left))
+        added[side] += n
 
 
 def error_run(task: Task, message: str, status: Status = Status.ERROR,

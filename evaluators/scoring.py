@@ -53,8 +53,8 @@ from typing import Iterable, Mapping
 from .trainer import Status, TaskRun
 
 __all__ = ["SCORING_VERSION", "SCORE_FLOOR", "SCORE_CEIL", "MIN_GAP", "Baseline",
-           "TaskScore", "EvaluationError", "task_loss", "score_task", "suite_score", "BASELINE_RULES",
-           "cache_dir", "load_baselines", "save_baselines", "baseline_from_runs"]
+           "TaskScore", "EvaluationError", "task_loss", "improving_end", "score_task",
+           "suite_score", "BASELINE_RULES", "cache_dir", "load_baselines", "save_baselines", "baseline_from_runs"]
 
 # Bump when this module's arithmetic changes (part of every suite version).
 SCORING_VERSION = "2"
@@ -124,6 +124,20 @@ def task_loss(run: TaskRun) -> tuple[float | None, float | None, tuple[float | N
         return None, None, tuple(means)
     best, lr = min(candidates, key=lambda c: c[0])
     return best, lr, tuple(means)
+
+
+def improving_end(run: TaskRun) -> int:
+    """-1 (+1) when the best learning rate of `run` is its grid's lowest (highest) and
+    strictly better than its neighbour: the best rate may lie past that end. 0 otherwise,
+    also for a rule whose loss does not depend on the rate (equal means) and for a run that
+    failed everywhere."""
+    loss, _, means = task_loss(run)
+    if loss is None or len(means) < 2:
+        return 0
+    for side, (edge, inner) in ((-1, means[:2]), (1, means[:-3:-1])):
+        if edge == loss and (inner is None or edge < inner):
+            return side
+    return 0
 
 
 def _log(x: float) -> float:

@@ -3,6 +3,9 @@
 A `Task` says what to train (model and data source, with their arguments), for how long
 (steps, batch size), how to measure it (the validation metric), and how to tune it (the
 learning-rate grid and the seeds: ``R = len(lrs) * len(seeds)`` replicas train at once).
+A candidate whose best rate is an end of the grid gets up to `Task.lr_extension` more rates
+past that end (`evaluators.jobs.extend_lr_grid`): a rule may rescale its learning rate (a
+`sqrt(lr)`, a constant factor), and the grid must not decide its score.
 A `Suite` is a named tuple of tasks. Suites grow by cost:
 
 * ``tiny``   for tests: a whole suite in well under a second of training;
@@ -21,11 +24,12 @@ versions. Cached baselines are keyed by it, so changing a task invalidates them.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from typing import Any
 
-__all__ = ["Task", "Suite", "SUITES", "get_suite", "lr_grid", "SuiteError", "DEVICE_KINDS"]
+__all__ = ["Task", "Suite", "SUITES", "get_suite", "lr_grid", "rates_beyond", "SuiteError", "DEVICE_KINDS"]
 
 Args = tuple[tuple[str, Any], ...]
 
@@ -47,6 +51,17 @@ def lr_grid(lo_exp: float, hi_exp: float, per_decade: int) -> tuple[float, ...]:
     return tuple(float(f"{10 ** (lo_exp + k / per_decade):.3g}") for k in range(n + 1))
 
 
+def rates_beyond(lrs: tuple[float, ...], side: int, n: int) -> tuple[float, ...]:
+    """The `n` rates that continue the log-spaced grid `lrs` past its low end (`side` -1)
+    or its high end (+1), in increasing order, rounded as `lr_grid` rounds."""
+    if side not in (-1, 1) or len(lrs) < 2:
+        raise ValueError("side must be -1 or +1, and lrs hold at least two rates")
+    step = math.log10(lrs[-1] / lrs[0]) / (len(lrs) - 1)
+    edge = math.log10(lrs[0] if side < 0 else lrs[-1])
+    out = [float(f"{10 ** (edge + side * k * step):.3g}") for k in range(1, n + 1)]
+    return tuple(sorted(out))
+
+
 @dataclass(frozen=True)
 class Task:
     """One proxy training task (see module doc). `model` names a problem in
@@ -64,6 +79,7 @@ class Task:
     lrs: tuple[float, ...]
     seeds: tuple[int, ...]
     time_budget_s: float = 60.0
+    lr_extension: int = 4  # at most this many rates added past either end of `lrs`
 
     def __post_init__(self):
         problems = []
@@ -80,6 +96,8 @@ class Task:
             problems.append("seeds must be distinct and non-empty")
         if not (self.time_budget_s >= 0):
             problems.append("time_budget_s must be >= 0")
+        if not (isinstance(self.lr_extension, int) and self.lr_extension >= 0):
+            problems.append("lr_extension must be an integer >= 0")
         if problems:
             raise SuiteError(f"task {self.name!r}: " + "; ".join(problems))
 

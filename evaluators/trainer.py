@@ -44,8 +44,8 @@ import torch
 from .models import Problem, build_problem
 from .tasks import Task
 
-__all__ = ["Status", "TaskRun", "train_task", "train_replicas", "TRAINER_VERSION",
-           "DIVERGENCE_FACTOR", "stream_seed"]
+__all__ = ["Status", "TaskRun", "train_task", "train_replicas", "merge_runs",
+           "TRAINER_VERSION", "DIVERGENCE_FACTOR", "stream_seed"]
 
 # Bump when a change to this module changes what a run computes: it is part of every suite
 # version, so cached baselines are recomputed.
@@ -90,6 +90,19 @@ class TaskRun:
     @property
     def replica_statuses(self) -> list[str]:
         return [s for row in self.statuses for s in row]
+
+
+def merge_runs(a: TaskRun, b: TaskRun) -> TaskRun:
+    """One run of `a`'s and `b`'s learning rates together (the same task and seeds, disjoint
+    rates): replicas are independent of the rates trained beside them (module doc), so this
+    is the run of the union grid. Steps are the longer run's, times add up."""
+    if (a.task, a.seeds) != (b.task, b.seeds) or set(a.lrs) & set(b.lrs):
+        raise ValueError("merge_runs needs runs of one task and its seeds, on disjoint rates")
+    rows = sorted(zip(a.lrs + b.lrs, a.losses + b.losses, a.statuses + b.statuses))
+    return TaskRun(task=a.task, lrs=tuple(r[0] for r in rows), seeds=a.seeds,
+                   losses=tuple(r[1] for r in rows), statuses=tuple(r[2] for r in rows),
+                   initial_losses=a.initial_losses, steps=max(a.steps, b.steps),
+                   wall_time=a.wall_time + b.wall_time, error=a.error or b.error)
 
 
 def stream_seed(task: str, seed: int, purpose: str) -> int:
