@@ -13,7 +13,8 @@ workers) are statuses, never exceptions.
 Layering: this package imports only `dsl` of ours.
 """
 
-from .evaluation import EvalResult, baseline_programs, ensure_baselines, evaluate, evaluate_many
+from .evaluation import (EvalResult, baseline_programs, ensure_baselines, evaluate, evaluate_many,
+                         evaluate_on_suites)
 from .jobs import Job, run_job
 from .pool import EvaluatorPool, SlotSpec, plan_slots
 from .scoring import SCORE_CEIL, SCORE_FLOOR, Baseline, EvaluationError, TaskScore
@@ -23,6 +24,6 @@ from .trainer import Status, TaskRun, train_replicas, train_task
 __all__ = [
     "Baseline", "EvalResult", "EvaluationError", "EvaluatorPool", "Job", "SCORE_CEIL", "SCORE_FLOOR", "SUITES",
     "SlotSpec", "Status", "Suite", "SuiteError", "Task", "TaskRun", "TaskScore",
-    "baseline_programs", "ensure_baselines", "evaluate", "evaluate_many", "get_suite",
-    "plan_slots", "run_job", "train_replicas", "train_task",
+    "baseline_programs", "ensure_baselines", "evaluate", "evaluate_many", "evaluate_on_suites",
+    "get_suite", "plan_slots", "run_job", "train_replicas", "train_task",
 ]

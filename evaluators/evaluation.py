@@ -25,7 +25,8 @@ from .scoring import (BASELINE_RULES, SCORE_FLOOR, Baseline, TaskScore, baseline
 from .tasks import Suite, get_suite
 from .trainer import Status, TaskRun
 
-__all__ = ["EvalResult", "evaluate", "evaluate_many", "ensure_baselines", "baseline_programs"]
+__all__ = ["EvalResult", "evaluate", "evaluate_many", "evaluate_on_suites", "ensure_baselines",
+           "baseline_programs"]
 
 
 @dataclass(frozen=True)
@@ -160,40 +161,64 @@ def evaluate_many(candidates: Iterable[Program], suite: str | Suite = "small", *
     has status ``error`` (``timeout`` if it hung past the pool's hard limit), its remaining
     tasks are skipped, and the pool goes on.
     """
+    name = suite.name if isinstance(suite, Suite) else suite
+    yield from evaluate_on_suites(((p, name) for p in candidates), (suite,), workers=workers,
+                                  pool=pool, hyper=hyper, time_budget_s=time_budget_s,
+                                  cache=cache, progress=progress)
+
+
+def evaluate_on_suites(candidates: Iterable[tuple[Program, str]], suites: Iterable[str | Suite],
+                       *, workers: int | None = None, pool: EvaluatorPool | None = None,
+                       hyper: Mapping[str, float] | None = None,
+                       time_budget_s: float | None = None,
+                       cache: str | os.PathLike | None = None,
+                       progress: Callable[[str], None] | None = None) -> Iterator[EvalResult]:
+    """`evaluate_many` for candidates that each name their suite: ``(program, suite name)``
+    pairs, every suite one of `suites` (their baselines are ensured before the first
+    candidate is drawn). A search can so interleave cheap screenings with full evaluations
+    on one pool. Raises ValueError for a candidate whose suite is not in `suites`."""
     own = pool is None
     if own:
         pool = EvaluatorPool(workers)
     try:
-        s = get_suite(suite, pool.device_kind)
-        baselines = ensure_baselines(s, pool=pool, cache=cache, progress=progress)
-        yield from _run_candidates(candidates, s, pool, baselines, hyper_items(hyper),
+        by_name = {}
+        for suite in suites:
+            s = get_suite(suite, pool.device_kind)
+            by_name[s.name] = (s, ensure_baselines(s, pool=pool, cache=cache,
+                                                   progress=progress))
+        yield from _run_candidates(candidates, by_name, pool, hyper_items(hyper),
                                    time_budget_s)
     finally:
         if own:
             pool.close()
 
 
-def _task_order(suite: Suite, seconds: Mapping[str, float]) -> list:
+def _task_order(suite: Suite, seconds: Mapping[tuple[str, str], float]) -> list:
     """Longest first, so that a candidate's tasks finish close together: by the mean time
     each task has taken so far, and before any has finished by steps x replicas."""
-    if len(seconds) == len(suite.tasks):
-        return sorted(suite.tasks, key=lambda t: -seconds[t.name])
+    if all((suite.name, t.name) in seconds for t in suite.tasks):
+        return sorted(suite.tasks, key=lambda t: -seconds[suite.name, t.name])
     return sorted(suite.tasks, key=lambda t: -t.steps * t.replicas)
 
 
-def _run_candidates(candidates: Iterable[Program], suite: Suite, pool: EvaluatorPool,
-                    baselines: Mapping[str, Baseline], hyper: tuple,
+def _run_candidates(candidates: Iterable[tuple[Program, str]],
+                    suites: Mapping[str, tuple[Suite, Mapping[str, Baseline]]],
+                    pool: EvaluatorPool, hyper: tuple,
                     time_budget_s: float | None) -> Iterator[EvalResult]:
-    programs: dict[int, Program] = {}
+    programs: dict[int, tuple[Program, Suite, Mapping[str, Baseline]]] = {}
     runs: dict[int, dict[str, TaskRun]] = {}
     failed: dict[int, tuple[str, str]] = {}  # candidate -> (status, how it took a worker down)
     ready: list[EvalResult] = []
-    seconds: dict[str, float] = {}  # mean training time of each task so far
-    counts: dict[str, int] = {}
+    seconds: dict[tuple[str, str], float] = {}  # mean training time of each task so far
+    counts: dict[tuple[str, str], int] = {}
 
     def jobs() -> Iterator[tuple[tuple[int, str], Job]]:
-        for index, program in enumerate(candidates):
-            programs[index], runs[index] = program, {}
+        for index, (program, suite_name) in enumerate(candidates):
+            if suite_name not in suites:
+                raise ValueError(f"candidate {index} names suite {suite_name!r}, not one of "
+                                 f"{', '.join(sorted(suites))}")
+            suite, baselines = suites[suite_name]
+            programs[index], runs[index] = (program, suite, baselines), {}
             error = _compile_error(program)
             if error is not None:
                 for t in suite.tasks:
@@ -209,11 +234,13 @@ def _run_candidates(candidates: Iterable[Program], suite: Suite, pool: Evaluator
             yield ready.pop(0)
         if index not in runs:
             continue
+        program, suite, baselines = programs[index]
         runs[index][task_name] = run
         if run.steps == suite.task(task_name).steps:  # a full run (not stopped early)
-            counts[task_name] = counts.get(task_name, 0) + 1
-            seconds[task_name] = seconds.get(task_name, 0.0) + \
-                (run.wall_time - seconds.get(task_name, 0.0)) / counts[task_name]
+            key = (suite.name, task_name)
+            counts[key] = counts.get(key, 0) + 1
+            seconds[key] = seconds.get(key, 0.0) + \
+                (run.wall_time - seconds.get(key, 0.0)) / counts[key]
         if run.error and run.error.startswith((WORKER_DIED, HARD_LIMIT)) and index not in failed:
             # The candidate killed (or hung) its worker: skip its other tasks, they would too.
             status = Status.ERROR if run.error.startswith(WORKER_DIED) else Status.TIMEOUT
@@ -224,7 +251,8 @@ def _run_candidates(candidates: Iterable[Program], suite: Suite, pool: Evaluator
                     runs[index][t.name] = error_run(t, "skipped: another task of this "
                                                        "candidate took its worker down", status)
         if len(runs[index]) == len(suite.tasks):
-            result = _assemble(index, programs.pop(index), suite, runs.pop(index), baselines)
+            del programs[index]
+            result = _assemble(index, program, suite, runs.pop(index), baselines)
             if index in failed:
                 result = _as_failed(result, *failed.pop(index))
             yield result

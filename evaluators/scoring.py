@@ -54,7 +54,8 @@ from .trainer import Status, TaskRun
 
 __all__ = ["SCORING_VERSION", "SCORE_FLOOR", "SCORE_CEIL", "MIN_GAP", "Baseline",
            "TaskScore", "EvaluationError", "task_loss", "improving_end", "score_task",
-           "suite_score", "BASELINE_RULES", "cache_dir", "load_baselines", "save_baselines", "baseline_from_runs"]
+           "suite_score", "BASELINE_RULES", "cache_dir", "load_baselines", "save_baselines",
+           "baseline_from_runs"]
 
 # Bump when this module's arithmetic changes (part of every suite version).
 SCORING_VERSION = "2"

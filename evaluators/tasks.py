@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from typing import Any
 
-__all__ = ["Task", "Suite", "SUITES", "get_suite", "lr_grid", "rates_beyond", "SuiteError", "DEVICE_KINDS"]
+__all__ = ["Task", "Suite", "SUITES", "get_suite", "lr_grid", "rates_beyond", "SuiteError",
+           "DEVICE_KINDS"]
 
 Args = tuple[tuple[str, Any], ...]
 

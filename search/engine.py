@@ -12,20 +12,24 @@ So et al., 2019, whose hurdle is the mean of the candidates that reached it). A 
 the children, not of the population: as the population improves, most children fall below
 its median, and a hurdle set there would spend more on screenings than it saves. Every
 evaluated child joins the population and the oldest member dies. A worker that frees up gets
-the next child at once: children are drawn lazily by the evaluator pool. When the best score
-has not improved for `restart_after` evaluations, the population restarts from the seeds and
-the best so far.
+the next piece of work at once (children are drawn lazily by the evaluator pool): a child that
+cleared the hurdle and waits for stage 1, else the screening of a new child. Screenings run on
+the pool beside the stage-1 trainings; only a serial campaign screens in this process. When
+the best score has not improved for `restart_after` evaluations, the population restarts from
+the seeds and the best so far.
 
 Every finished evaluation is committed to the store in one transaction together with the
 program, its lineage and the campaign's checkpoint (population, RNG state, counters), so a
-killed campaign resumes exactly where the database says it was: what was committed is kept,
-what was in flight is drawn again from the restored RNG, nothing is evaluated twice.
+killed campaign resumes where the database says it was: what was committed is kept, children
+are drawn again from the restored RNG (a screening committed after the checkpoint is replayed
+by its key, not trained again), nothing is evaluated twice. A serial campaign so resumes
+exactly; on a pool, the children that were in flight at the kill are lost with it.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
@@ -35,7 +39,7 @@ import torch
 import dsl
 import seeds as seed_lib
 from dsl import Program
-from evaluators import EvalResult, evaluate, evaluate_many
+from evaluators import EvalResult, evaluate, evaluate_many, evaluate_on_suites
 from evaluators.pool import EvaluatorPool
 from store import Store
 from store.records import TaskResultRecord
@@ -104,7 +108,8 @@ class Campaign:
         self.programs: dict[int, Program] = {}
         self.caches: dict[str, dict[str, Member]] = {"structural": {}, "canonical": {},
                                                      "fingerprint": {}}
-        self.in_flight: dict[str, int] = {}
+        self.in_flight: dict[str, int] = {}  # structural hash -> child number, stage 1
+        self.screening: dict[str, int] = {}  # the same, screenings on the pool
         self.screened: dict[str, float] = {}  # screening key -> score, replayed on resume
         self.screen_cache: dict[str, float] = {}  # fingerprint -> screening score
         self.progress = progress
@@ -199,9 +204,20 @@ class Campaign:
         done = self.caches["structural"]  # seeds committed before a kill are not redone
         children = [Child(p, None, "seed", i) for i, p in enumerate(self._seed_programs())
                     if dsl.structural_hash(p) not in done]
-        if self.config.funnel.screen:  # seeds are screened too: the hurdle's first scores
+        screen = self.config.funnel.screen
+        if screen and pool is None:  # seeds are screened too: the hurdle's first scores
             for child in children:
                 self._below_hurdle(self._screen(child))
+        elif screen:
+            unknown = []
+            for child in children:
+                known = self._known_screen(child)
+                if known is None:
+                    unknown.append(child)
+                else:
+                    self._below_hurdle(known)
+            for child, result in self._evaluate(unknown, screen, pool):
+                self._below_hurdle(self._commit_screening(child, result))
         for child, result in self._evaluate(children, self.config.funnel.stage1, pool):
             self._record_stage1(child, result)
         self.counters.seed_ids = [m.program_id for m in self.population]
@@ -210,7 +226,11 @@ class Campaign:
 
     # ---- stage 1: evolution ------------------------------------------------------------------
     def _evolve(self, pool) -> None:
-        for child, result in self._evaluate(self._children(), self.config.funnel.stage1, pool):
+        if pool is not None and self.config.funnel.screen:
+            results = self._evaluate_screened(pool)
+        else:
+            results = self._evaluate(self._children(), self.config.funnel.stage1, pool)
+        for child, result in results:
             self._record_stage1(child, result)
             if self.stop_requested:
                 break
@@ -218,36 +238,102 @@ class Campaign:
             self.counters.phase = "stage2"
             self._checkpoint_now()
 
+    def _stage1_open(self) -> bool:
+        """Whether another child may start stage 1 (committed + in flight < stage-1 budget)."""
+        c = self.counters
+        return not self.stop_requested and c.evaluations + len(self.in_flight) < self.stage1_budget
+
     def _children(self) -> Iterator[Child]:
-        """Valid, new, probed children, drawn lazily while the stage-1 budget lasts."""
-        c, cfg = self.counters, self.config
-        while not self.stop_requested and (
-                c.evaluations + len(self.in_flight) < self.stage1_budget):
-            c.children += 1
-            parent_id, result = self._breed()
-            for reason, n in result.rejections.items():
-                c.rejections[reason] = c.rejections.get(reason, 0) + n
-            if result.child is None:
-                self._reject("no valid child")
+        """Valid, new, probed children that cleared the screening hurdle (screened here, in
+        this process), drawn lazily while the stage-1 budget lasts."""
+        while self._stage1_open():
+            candidate = self._draw()
+            if candidate is None:
                 continue
-            child = replace(result.child, name=f"c{c.children}", doc="")
-            c.proposed += 1
-            hit = self._lookup(child)
-            if hit is not None:
-                self._join(hit)
-                continue
-            reason = probe(child)
-            if reason is not None:
-                self._reject(reason)
-                continue
-            candidate = Child(child, parent_id, result.kind, c.children)
-            if cfg.funnel.screen:
+            if self.config.funnel.screen:
                 reason = self._below_hurdle(self._screen(candidate))
                 if reason is not None:
                     self._reject(reason)
                     continue
-            self.in_flight[dsl.structural_hash(child)] = c.children
+            self.in_flight[dsl.structural_hash(candidate.program)] = candidate.number
             yield candidate
+
+    def _evaluate_screened(self, pool) -> Iterator[tuple[Child, EvalResult]]:
+        """(child, stage-1 result) as each finishes, with the screenings on the pool too: a
+        free worker screens the next child drawn, unless a child that cleared the hurdle
+        waits for stage 1, which goes first. This process only breeds and decides, so with
+        many workers the screenings run in parallel. The hurdle sees screening scores in
+        the order they finish."""
+        f = self.config.funnel
+        passed: deque[Child] = deque()  # cleared the hurdle, counted in flight, not started
+        drawn: list[tuple[Child, int]] = []
+
+        def work() -> Iterator[tuple[Program, str]]:
+            while not self.stop_requested:
+                if passed:
+                    drawn.append((passed.popleft(), STAGE1))
+                    yield drawn[-1][0].program, f.stage1
+                    continue
+                if not self._stage1_open():
+                    return
+                candidate = self._draw()
+                if candidate is None:
+                    continue
+                known = self._known_screen(candidate)
+                if known is None:
+                    self.screening[dsl.structural_hash(candidate.program)] = candidate.number
+                    drawn.append((candidate, SCREEN))
+                    yield candidate.program, f.screen
+                elif self._clears_hurdle(candidate, known):
+                    passed.append(candidate)
+
+        for result in evaluate_on_suites(work(), (f.screen, f.stage1), pool=pool):
+            child, stage = drawn[result.index]
+            if stage == STAGE1:
+                yield child, result
+                continue
+            self.screening.pop(dsl.structural_hash(child.program), None)
+            if self._clears_hurdle(child, self._commit_screening(child, result)):
+                passed.append(child)
+
+    def _clears_hurdle(self, child: Child, screen: float) -> bool:
+        """Decide on a screened child: True (and it is counted in flight) if it goes on to
+        stage 1, else its rejection is counted."""
+        reason = self._below_hurdle(screen)
+        if reason is None and not self._stage1_open():
+            reason = "screen: cleared after the budget was spent"
+        if reason is not None:
+            self._reject(reason)
+            return False
+        self.in_flight[dsl.structural_hash(child.program)] = child.number
+        return True
+
+    def _draw(self) -> Child | None:
+        """The next child: bred, checked, looked up in the duplicate caches and probed. None
+        when it is a cache hit (it joins the population) or rejected (counted)."""
+        c = self.counters
+        c.children += 1
+        parent_id, result = self._breed()
+        for reason, n in result.rejections.items():
+            c.rejections[reason] = c.rejections.get(reason, 0) + n
+        if result.child is None:
+            self._reject("no valid child")
+            return None
+        child = replace(result.child, name=f"c{c.children}", doc="")
+        c.proposed += 1
+        structural = dsl.structural_hash(child)
+        if structural in self.in_flight or structural in self.screening:
+            self._reject("duplicate in flight")  # its twin's result is not in yet
+            return None
+        hit = self._lookup(child, structural)
+        if hit is not None:
+            self._join(hit)
+            return None
+        reason = probe(child)
+        if reason is not None:
+            self._reject(reason)
+            return None
+        return Child(child, parent_id, result.kind, c.children)
 
     def _breed(self):
         """(parent id, mutation result). Evolution mutates the winner of a tournament; the
@@ -270,9 +356,23 @@ class Campaign:
                                          dict(cfg.mutations), cfg.limits)
 
     def _screen(self, child: Child) -> float:
-        """The child's score on the screening suite, trained here (one thread) and committed
-        with its lineage; replayed from the store when a resumed campaign draws it again,
-        reused when a program with the same behaviour was screened before."""
+        """The child's score on the screening suite: known (`_known_screen`) or trained
+        here, on one thread, and committed."""
+        known = self._known_screen(child)
+        if known is not None:
+            return known
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            result = evaluate(child.program, self.config.funnel.screen)
+        finally:
+            torch.set_num_threads(threads)
+        return self._commit_screening(child, result)
+
+    def _known_screen(self, child: Child) -> float | None:
+        """The child's screening score without training: replayed from the store when a
+        resumed campaign draws it again, or reused when a program with the same behaviour
+        was screened before. None when it must be screened."""
         key = f"stage0/{child.kind}/{child.number}"
         if key in self.screened:  # drawn again after a resume: as the first time
             self.counters.screenings += 1
@@ -281,13 +381,11 @@ class Campaign:
         if fingerprint in self.screen_cache:
             self.counters.screen_cache_hits += 1
             return self.screen_cache[fingerprint]
+        return None
+
+    def _commit_screening(self, child: Child, result: EvalResult) -> float:
+        """Store a screening (stage 0) with the child's lineage; its score."""
         self.counters.screenings += 1
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            result = evaluate(child.program, self.config.funnel.screen)
-        finally:
-            torch.set_num_threads(threads)
         record = self.store.add_program(child.program)
         self.programs[record.id] = child.program
 
@@ -295,10 +393,11 @@ class Campaign:
             if child.parent_id is not None:
                 tx.add_lineage(record.id, child.parent_id, child.kind, campaign=self.id)
             tx.add_evaluation(record.id, campaign=self.id, stage=SCREEN, **_evaluation(result),
-                              key=key)
+                              key=f"stage0/{child.kind}/{child.number}")
         self.store.run_in_transaction(write)
-        self.screen_cache[fingerprint] = _score(result.score)
-        return self.screen_cache[fingerprint]
+        score = _score(result.score)
+        self.screen_cache.setdefault(record.fingerprint, score)
+        return score
 
     def _below_hurdle(self, screen: float) -> str | None:
         """None if a child with screening score `screen` goes on to stage 1, else why not.
@@ -317,14 +416,11 @@ class Campaign:
         picks = self.rng.choice(len(self.population), size=k, replace=False)
         return max((self.population[int(i)] for i in sorted(picks)), key=lambda m: m.score)
 
-    def _lookup(self, child: Program) -> Member | None:
+    def _lookup(self, child: Program, structural: str) -> Member | None:
         """A stored result for a program equal to `child` (by structure, canonical form or
         behaviour), counting the hit; None on a miss."""
-        s = dsl.structural_hash(child)
-        if s in self.in_flight:
-            self._reject("duplicate in flight")
-            return None
-        checks = (("structural", lambda: s), ("canonical", lambda: dsl.canonical_hash(child)),
+        checks = (("structural", lambda: structural),
+                  ("canonical", lambda: dsl.canonical_hash(child)),
                   ("fingerprint", lambda: dsl.fingerprint(child)))
         for kind, key in checks:
             member = self.caches[kind].get(key())

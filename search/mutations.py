@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 import dsl
-from dsl.ir import INPUTS, Arg, Program, Stmt, is_temp, renumber_temps, temp_name
+from dsl.ir import INPUTS, Arg, Program, Stmt, renumber_temps, temp_name
 from dsl.ops import OPS
 from dsl.simplifier import eliminate_dead_code
 

@@ -11,7 +11,7 @@ import torch
 
 import seeds
 from evaluators import (EvaluatorPool, Job, SlotSpec, Status, Suite, ensure_baselines,
-                        evaluate, evaluate_many, plan_slots)
+                        evaluate, evaluate_many, evaluate_on_suites, plan_slots)
 from evaluators import jobs as jobs_module
 from evaluators.jobs import error_run, init_worker, worker_device
 from evaluators.trainer import TaskRun
@@ -50,6 +50,24 @@ def test_parallel_results_equal_serial_ones(pool, suite, baselines, cache):
             assert r.status == serial.status == "ok"
             assert r.score == serial.score
             assert [t.loss for t in r.tasks] == [t.loss for t in serial.tasks]
+
+
+def test_candidates_on_several_suites_share_one_pool(pool, suite, baselines, tiny, cache):
+    """Each candidate names its suite (a search interleaves screenings with full
+    evaluations); each result is the serial evaluation on that suite."""
+    other = Suite("pooltest_b", (tiny.task("quadratic"),))
+    lion, sgd = seeds.load_seed("lion"), seeds.load_seed("sgd_momentum")
+    wanted = [(lion, suite.name), (sgd, other.name), (lion, other.name)]
+    results = list(evaluate_on_suites(iter(wanted), (suite, other), pool=pool, cache=cache))
+    assert sorted(r.index for r in results) == [0, 1, 2]
+    with torch_threads(1):
+        for r in results:
+            program, name = wanted[r.index]
+            assert r.suite == name and len(r.tasks) == (3 if name == suite.name else 1)
+            serial = evaluate(program, suite if name == suite.name else other, cache=cache)
+            assert r.score == serial.score and r.status == "ok"
+    with pytest.raises(ValueError, match="names suite 'medium'"):
+        list(evaluate_on_suites(iter([(lion, "medium")]), (suite,), pool=pool, cache=cache))
 
 
 def test_a_dying_or_hung_worker_costs_only_its_candidate(pool, suite, cache):

@@ -86,9 +86,9 @@ def test_the_hurdle_is_a_quantile_of_the_recent_screening_scores(tmp_path):
         assert c._below_hurdle(199 - HURDLE_WINDOW / 2 - 1) is not None
 
 
-def signalled_cli_run(tmp_path, name: str, sig: int) -> tuple[str, int]:
-    """Run CONFIG through `optforge run` in a subprocess, send it `sig` once 3 evaluations
-    are committed; the database URL and the exit status."""
+def signalled_cli_run(tmp_path, name: str, sig: int, workers: int = 1) -> tuple[str, int]:
+    """Run CONFIG through `optforge run` in a subprocess with `workers`, send it `sig` once 3
+    evaluations are committed; the database URL and the exit status."""
     db = f"sqlite:///{tmp_path / name}.db"
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     cfg = tmp_path / "c.toml"
@@ -97,7 +97,8 @@ def signalled_cli_run(tmp_path, name: str, sig: int) -> tuple[str, int]:
                    '[funnel]\nstage1 = "tiny"\nstage2 = "tiny"\nthreshold = -10.0\n'
                    'stage2_max = 1\nscreen = "tiny"\nhurdle = 0.5\n'
                    '[simplify]\nenabled = false\n')  # CONFIG, as TOML
-    proc = subprocess.Popen([sys.executable, "-m", "search", "run", str(cfg), "--workers", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "search", "run", str(cfg), "--workers",
+                             str(workers),
                              "--name", name, "--db", db, "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -132,6 +133,22 @@ def test_resume_after_sigkill_continues_exactly(reference, tmp_path):
     assert resumed_history(db, "killed", "running", reference) == reference[1]
 
 
+def test_on_a_pool_resume_after_sigkill_evaluates_nothing_twice(tmp_path):
+    """On a pool, children in flight at the kill are lost (drawn again differently), but
+    everything committed is kept and nothing is trained twice."""
+    db, _ = signalled_cli_run(tmp_path, "killed_pool", signal.SIGKILL, workers=2)
+    with Store(db, create=False) as store:
+        before = history(store, store.get_campaign("killed_pool").id)
+        c = Campaign.resume(store, "killed_pool")
+        assert c.run(workers=2)["status"] == "finished"
+        after = history(store, c.id)
+        keys = [ev.key for ev in store.evaluations(campaign=c.id)]
+    assert 3 <= len(before) < len(after) and after[:len(before)] == before
+    stage1 = [h[0] for h in after if h[1] == 1]
+    assert len(stage1) == len(set(stage1)) == c.stage1_budget
+    assert len(set(keys)) == len(keys)
+
+
 def test_sigterm_pauses_like_ctrl_c(reference, tmp_path):
     db, status = signalled_cli_run(tmp_path, "terminated", signal.SIGTERM)
     assert status == 130
@@ -162,3 +179,49 @@ def test_cli_run_and_resume_report_user_errors(tmp_path, capsys):
     assert main(["resume", "nobody", "--db", db]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+POOLED = replace(CONFIG, budget=10, workers=2)
+
+
+def test_on_a_pool_the_screenings_run_on_the_pool_too(tmp_path, monkeypatch):
+    """With workers, this process only breeds and decides: a screening trained here
+    would fail the campaign. Everything else holds as in a serial run."""
+    import search.engine
+
+    def no_training_here(*args, **kwargs):
+        raise AssertionError("a screening was trained in the campaign's process")
+    monkeypatch.setattr(search.engine, "evaluate", no_training_here)
+    with Store(f"sqlite:///{tmp_path / 'pool.db'}") as store:
+        c = Campaign.create(store, POOLED, "pool")
+        summary = c.run(workers=2)
+        hist = history(store, c.id)
+        keys = [ev.key for ev in store.evaluations(campaign=c.id)]
+    assert summary["status"] == "finished"
+    stage1 = [h for h in hist if h[1] == 1]
+    assert len(stage1) == c.stage1_budget and summary["evaluations"] == len(stage1) + 1
+    assert len({h[0] for h in stage1}) == len(stage1) and len(set(keys)) == len(keys)
+    screened = [h[0] for h in hist if h[1] == 0]
+    assert summary["screenings"] == len(screened) and summary["screen_cache_hits"] == 0
+    assert all(screened.index(h[0]) < hist.index(h) for h in stage1)
+    # every child drawn is accounted for: trained, a cache hit, or rejected for a reason
+    fates = ("no valid child", "duplicate in flight", "probe: ", "screen: ")
+    assert summary["children"] == len(stage1) - 1 + sum(summary["cache_hits"].values()) + sum(
+        n for r, n in summary["rejections"].items() if r.startswith(fates))
+
+
+def test_a_twin_of_a_child_in_flight_is_not_trained_again(tmp_path, monkeypatch):
+    """On a pool, a child whose twin is still being screened or trained is rejected: its
+    twin's result is not in the caches yet, and training it again would spend budget on
+    a known program."""
+    from search.mutations import MutationResult
+    with Store(f"sqlite:///{tmp_path / 'twin.db'}") as store:
+        c = Campaign.create(store, POOLED, "twin")
+        twin = dsl.parse("def twin(w, g, lr, t):\n    return lr * sign(g)\n")
+        monkeypatch.setattr(c, "_breed", lambda: (None, MutationResult(twin, "insert", {})))
+        for in_flight in (c.in_flight, c.screening):
+            in_flight[dsl.structural_hash(twin)] = 1
+            assert c._draw() is None
+            in_flight.clear()
+        assert c.counters.rejections == {"duplicate in flight": 2}
+        assert c._draw().program.name == "c3"
