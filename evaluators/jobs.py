@@ -106,14 +106,14 @@ def extend_lr_grid(task: Task, run: TaskRun, train, budget_s: float) -> TaskRun:
     A rule that rescales its rate (``sqrt(lr)``, ``0.01 * lr``) is then tuned as well as
     one that does not, and the rates of the grid itself are trained exactly as without it."""
     added = {-1: 0, 1: 0}
-    while True:
-        side = improving_end(run)
+    while (side := improving_end(run)) != 0:
+        n = min(LR_EXTENSION_STEP, task.lr_extension - added[side])
         left = budget_s - run.wall_time
-        n = min(LR_EXTENSION_STEP, task.lr_extension - added.get(side, 0))
-        if side == 0 or n <= 0 or left <= 0:
-            return run
+        if n <= 0 or left <= 0:
+            break
         run = merge_runs(run, train(rates_beyond(run.lrs, side, n), left))
         added[side] += n
+    return run
 
 
 def error_run(task: Task, message: str, status: Status = Status.ERROR,
