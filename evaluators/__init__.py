@@ -5,9 +5,10 @@
     >>> for r in evaluate_many(programs, "small", workers=2):
     ...     print(r.index, r.status, r.score)          # as each candidate finishes
 
-A candidate's score on a task is its best learning rate's mean final validation loss over
-seeds, normalised against SGD with momentum (0) and AdamW (1); the suite score is the mean
-over tasks (see `evaluators.scoring`). Failures (divergence, NaN, time-outs, errors, dead
+Every task trains under a learning-rate schedule (warm-up, then cosine decay). A candidate's
+score on a task is tuned AdamW's final validation loss over the candidate's (each at its best
+learning rate, mean over seeds; clipped to [0.25, 4]), so AdamW scores exactly 1 and higher
+is better; the suite score is the geometric mean over tasks (see `evaluators.scoring`). Failures (divergence, NaN, time-outs, errors, dead
 workers) are statuses, never exceptions.
 
 Layering: this package imports only `dsl` of ours.

@@ -39,13 +39,15 @@ _WORKER = {"device": None}
 class Job:
     """Train `program` on `task`. `hyper` overrides hyperparameter defaults (a sorted tuple
     of pairs, to stay hashable); `time_budget_s` overrides the task's budget; `device` None
-    means the worker's pinned device (CPU outside a pool)."""
+    means the worker's pinned device (CPU outside a pool); `record_every` > 0 records
+    validation-loss curves (`evaluators.trainer.train_replicas`)."""
 
     program: Program
     task: Task
     hyper: tuple[tuple[str, float], ...] = ()
     time_budget_s: float | None = None
     device: str | None = None
+    record_every: int = 0
 
 
 def init_worker(device: str, threads: int) -> None:
@@ -93,7 +95,7 @@ def run_job(job: Job) -> TaskRun:
     def train(lrs: tuple[float, ...], time_budget_s: float) -> TaskRun:
         return train_replicas(task, kernel, lrs, task.seeds, device=device,
                               hyper=dict(job.hyper) or None, time_budget_s=time_budget_s,
-                              problem=problem)
+                              problem=problem, record_every=job.record_every)
     run = extend_lr_grid(task, train(task.lrs, budget), train, budget)
     return replace(run, wall_time=run.wall_time + built_s)
 

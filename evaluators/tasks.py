@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from typing import Any
 
+from .schedules import WARMUP_COSINE, Schedule
+
 __all__ = ["Task", "Suite", "SUITES", "get_suite", "lr_grid", "rates_beyond", "SuiteError",
            "DEVICE_KINDS"]
 
@@ -81,6 +83,8 @@ class Task:
     seeds: tuple[int, ...]
     time_budget_s: float = 60.0
     lr_extension: int = 4  # at most this many rates added past either end of `lrs`
+    schedule: Schedule = WARMUP_COSINE  # the candidate's `lr` is the peak rate times this
+
 
     def __post_init__(self):
         problems = []
@@ -99,6 +103,8 @@ class Task:
             problems.append("time_budget_s must be >= 0")
         if not (isinstance(self.lr_extension, int) and self.lr_extension >= 0):
             problems.append("lr_extension must be an integer >= 0")
+        if not isinstance(self.schedule, Schedule):
+            problems.append("schedule must be an evaluators.schedules.Schedule")
         if problems:
             raise SuiteError(f"task {self.name!r}: " + "; ".join(problems))
 

@@ -49,7 +49,7 @@ __all__ = ["Status", "TaskRun", "train_task", "train_replicas", "merge_runs",
 
 # Bump when a change to this module changes what a run computes: it is part of every suite
 # version, so cached baselines are recomputed.
-TRAINER_VERSION = "1"
+TRAINER_VERSION = "2"  # 2: learning-rate schedules
 
 DIVERGENCE_FACTOR = 1e3
 
@@ -74,7 +74,8 @@ class TaskRun:
     ``seeds[j]`` (NaN when that replica failed) and `statuses[i][j]` its status;
     `initial_losses[j]` is seed j's validation loss at initialisation. `steps` counts the
     training steps run, `wall_time` the seconds spent (model build included), `error` the
-    message of an exception raised by the rule, if any.
+    message of an exception raised by the rule, if any. `curve` (recorded on request) holds
+    ``(step, losses)`` pairs, each `losses` laid out as `losses` is, the last at the end.
     """
 
     task: str
@@ -86,6 +87,7 @@ class TaskRun:
     steps: int
     wall_time: float
     error: str | None = None
+    curve: tuple[tuple[int, tuple[tuple[float, ...], ...]], ...] = ()
 
     @property
     def replica_statuses(self) -> list[str]:
@@ -98,11 +100,20 @@ def merge_runs(a: TaskRun, b: TaskRun) -> TaskRun:
     is the run of the union grid. Steps are the longer run's, times add up."""
     if (a.task, a.seeds) != (b.task, b.seeds) or set(a.lrs) & set(b.lrs):
         raise ValueError("merge_runs needs runs of one task and its seeds, on disjoint rates")
-    rows = sorted(zip(a.lrs + b.lrs, a.losses + b.losses, a.statuses + b.statuses))
-    return TaskRun(task=a.task, lrs=tuple(r[0] for r in rows), seeds=a.seeds,
-                   losses=tuple(r[1] for r in rows), statuses=tuple(r[2] for r in rows),
+    order = sorted(range(len(a.lrs) + len(b.lrs)), key=lambda i: (a.lrs + b.lrs)[i])
+
+    def ordered(x: tuple, y: tuple) -> tuple:
+        return tuple((x + y)[i] for i in order)
+    # A checkpoint that only one of the two runs reached (the other stopped) is dropped.
+    b_curve = dict(b.curve)
+    curve = tuple((step, ordered(losses, b_curve[step])) for step, losses in a.curve
+                  if step in b_curve)
+    return TaskRun(task=a.task, lrs=ordered(a.lrs, b.lrs), seeds=a.seeds,
+                   losses=ordered(a.losses, b.losses),
+                   statuses=ordered(a.statuses, b.statuses),
                    initial_losses=a.initial_losses, steps=max(a.steps, b.steps),
-                   wall_time=a.wall_time + b.wall_time, error=a.error or b.error)
+                   wall_time=a.wall_time + b.wall_time, error=a.error or b.error,
+                   curve=curve)
 
 
 def stream_seed(task: str, seed: int, purpose: str) -> int:
@@ -115,10 +126,11 @@ def stream_seed(task: str, seed: int, purpose: str) -> int:
 def train_task(task: Task, kernel, *, device: torch.device | str = "cpu",
                hyper: Mapping[str, float] | None = None, time_budget_s: float | None = None,
                clock: Callable[[], float] = time.perf_counter,
-               problem: Problem | None = None) -> TaskRun:
+               problem: Problem | None = None, record_every: int = 0) -> TaskRun:
     """Train `task` with every learning rate and seed of its grid (see `train_replicas`)."""
     return train_replicas(task, kernel, task.lrs, task.seeds, device=device, hyper=hyper,
-                          time_budget_s=time_budget_s, clock=clock, problem=problem)
+                          time_budget_s=time_budget_s, clock=clock, problem=problem,
+                          record_every=record_every)
 
 
 def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int], *,
@@ -126,13 +138,16 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
                    hyper: Mapping[str, float] | None = None,
                    time_budget_s: float | None = None,
                    clock: Callable[[], float] = time.perf_counter,
-                   problem: Problem | None = None) -> TaskRun:
+                   problem: Problem | None = None, record_every: int = 0) -> TaskRun:
     """Train ``len(lrs) * len(seeds)`` replicas of `task` at once with the compiled rule
-    `kernel` (a `dsl.kernel.Kernel`: `bind`, `prepare`, `apply`, `elementwise`, `n_state`).
+    `kernel` (a `dsl.kernel.Kernel`: `bind`, `prepare`, `apply`, `elementwise`, `n_state`),
+    each at its peak rate times the task's schedule (`evaluators.schedules`).
 
     `time_budget_s` overrides the task's budget; `problem` reuses an already built problem
-    (it must be `task`'s, on `device`). Raises only for a broken task (unknown model,
-    missing data); anything the rule does wrong ends up in the returned statuses.
+    (it must be `task`'s, on `device`). `record_every` > 0 records every replica's
+    validation loss each `record_every` steps and at the end (`TaskRun.curve`, one
+    validation pass each). Raises only for a broken task (unknown model, missing data);
+    anything the rule does wrong ends up in the returned statuses.
     """
     built = clock()
     device = torch.device(device)
@@ -188,6 +203,8 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
     # Checking losses needs a device sync; on a GPU do it every few steps.
     check_every = 1 if device.type == "cpu" else 8
     t_values = torch.arange(1, task.steps + 1, dtype=torch.float32, device=device)
+    lr_factors = task.schedule.factors(task.steps, device)
+    curve: list[tuple[int, list[float]]] = []
     flat_mode = kernel.elementwise
     if batch is not None:
         batch.init_state(kernel.n_state, flat_mode)
@@ -213,8 +230,10 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
                         batch.keep(ok)
                         grads = [g[ok] for g in grads]
                 scalars = kernel.prepare(t_values[k], bound)
-                batch.update(kernel, grads, scalars, bound, flat_mode)
+                batch.update(kernel, grads, scalars, bound, flat_mode, lr_factors[k])
             steps_run = k + 1
+            if record_every and steps_run % record_every == 0 and steps_run < task.steps:
+                curve.append((steps_run, _checkpoint(problem, batch, r)))
         except Exception as e:  # noqa: BLE001 - whatever the rule raises is its error
             error = _describe(e)
             mark(None, Status.ERROR)
@@ -231,14 +250,31 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
         for i, v, good in zip(batch.ids.tolist(), val.tolist(), ok.tolist()):
             if good:
                 final[i] = v
+    if record_every and steps_run == task.steps:
+        curve.append((steps_run, final))
 
     return TaskRun(
         task=task.name, lrs=lrs, seeds=seeds,
-        losses=tuple(tuple(final[i * n_seed:(i + 1) * n_seed]) for i in range(n_lr)),
+        losses=_by_rate(final, n_lr, n_seed),
         statuses=tuple(tuple(status[i * n_seed + j].value for j in range(n_seed))
                        for i in range(n_lr)),
         initial_losses=tuple(initial[:n_seed].tolist()),
-        steps=steps_run, wall_time=clock() - built, error=error)
+        steps=steps_run, wall_time=clock() - built, error=error,
+        curve=tuple((step, _by_rate(losses, n_lr, n_seed)) for step, losses in curve))
+
+
+def _by_rate(flat: Sequence[float], n_lr: int, n_seed: int) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(flat[i * n_seed:(i + 1) * n_seed]) for i in range(n_lr))
+
+
+def _checkpoint(problem: Problem, batch: "_Batch", r: int) -> list[float]:
+    """Every replica's validation loss now (NaN for the frozen ones)."""
+    out = [float("nan")] * r
+    with torch.no_grad():
+        val = problem.val_loss(batch.views).float()
+    for i, v in zip(batch.ids.tolist(), val.tolist()):
+        out[i] = v
+    return out
 
 
 class _Batch:
@@ -272,17 +308,20 @@ class _Batch:
         targets = [self.flat] if flat_mode else self.views
         self.states = [tuple(torch.zeros_like(t) for _ in range(n_state)) for t in targets]
 
-    def lr_for(self, w: torch.Tensor) -> torch.Tensor:
-        return self.lr.view((w.shape[0],) + (1,) * (w.dim() - 1))
+    @staticmethod
+    def lr_for(lr: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return lr.view((w.shape[0],) + (1,) * (w.dim() - 1))
 
-    def update(self, kernel, grads, scalars, bound, flat_mode: bool) -> None:
+    def update(self, kernel, grads, scalars, bound, flat_mode: bool,
+               lr_factor: torch.Tensor) -> None:
         n = self.flat.shape[0]
+        lr = self.lr * lr_factor  # this step's scheduled rate of every replica
         if flat_mode:
             pairs = [(self.flat, torch.cat([g.reshape(n, -1) for g in grads], dim=1))]
         else:
             pairs = list(zip(self.views, grads))
         for i, (w, g) in enumerate(pairs):
-            step, new_state = kernel.apply(w, g, self.lr_for(w), self.states[i], scalars,
+            step, new_state = kernel.apply(w, g, self.lr_for(lr, w), self.states[i], scalars,
                                            bound)
             self.states[i] = _next_state(w, new_state)
             w.sub_(step)

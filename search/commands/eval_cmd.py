@@ -1,7 +1,7 @@
 """`optforge eval FILE|SEED`: score one rule on a suite of proxy tasks.
 
-Prints each task's score (0 = SGD with momentum, 1 = AdamW), best learning rate and loss,
-and the suite score; `--json` prints ``{"rule", "suite", "status", "score", "tasks": {NAME:
+Prints each task's score (tuned AdamW's final loss over the rule's: 1 = AdamW, higher is
+better), best learning rate and loss, and the suite score (their geometric mean); `--json` prints ``{"rule", "suite", "status", "score", "tasks": {NAME:
 {"score", "loss", "best_lr", ...}}, ...}``. With ``--workers 1`` (the default) the rule
 trains in this process, on one torch thread; with more, its tasks are spread over a pool of
 worker processes that share the cores.
@@ -96,7 +96,7 @@ def _num(x: float | None, fmt: str) -> str:
 def format_result(result: evaluators.EvalResult) -> str:
     lines = [f"{result.rule} on suite {result.suite} (version {result.version}): "
              f"{result.status}, score {result.score:.3f}   "
-             f"(0 = SGD with momentum, 1 = AdamW; {result.wall_time:.1f} s of training)",
+             f"(1 = tuned AdamW, higher is better; {result.wall_time:.1f} s of training)",
              "",
              f"{'task':<17} {'score':>7} {'loss':>10} {'best lr':>9}  status"]
     for t in result.tasks:

@@ -34,9 +34,9 @@ def optforge(monkeypatch, cache, capsys):
 
 
 def test_eval_a_seed_prints_every_task_and_the_suite_score(optforge, tiny, tiny_baselines):
-    status, out, err = optforge("eval", "sgd_momentum", "--suite", "tiny")
+    status, out, err = optforge("eval", "adamw", "--suite", "tiny")
     assert status == 0, err
-    assert "sgd_momentum on suite tiny" in out and "score 0.000" in out
+    assert "adamw on suite tiny" in out and "score 1.000" in out
     for t in tiny.tasks:
         assert t.name in out
 
@@ -67,7 +67,7 @@ def test_a_failing_rule_exits_1_with_its_status(optforge, tmp_path, tiny_baselin
     path = tmp_path / "nan.rule"
     path.write_text("def nan_rule(w, g, lr, t):\n    return lr * g * log(-1.0)\n")
     status, out, _ = optforge("eval", str(path), "--suite", "tiny")
-    assert status == 1 and ": nan, score -1.000" in out
+    assert status == 1 and ": nan, score 0.250" in out
 
 
 @pytest.mark.parametrize("argv, message", [

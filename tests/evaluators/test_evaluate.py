@@ -21,16 +21,18 @@ def test_the_baseline_rules_are_the_seeds():
         assert dsl.structural_hash(p) == dsl.structural_hash(seeds.load_seed(name))
 
 
-def test_baselines_score_0_and_1(tiny, tiny_baselines):
+def test_adamw_scores_exactly_1_on_every_task_and_sgd_its_loss_ratio(tiny, tiny_baselines):
     sgd = evaluate(seeds.load_seed("sgd_momentum"), tiny, baselines=tiny_baselines)
     adamw = evaluate(seeds.load_seed("adamw"), tiny, baselines=tiny_baselines)
     assert sgd.status == adamw.status == "ok"
-    assert [t.score for t in sgd.tasks] == [0.0] * len(tiny.tasks)
+    assert adamw.score == 1.0 and [t.score for t in adamw.tasks] == [1.0] * len(tiny.tasks)
     for t in adamw.tasks:
         base = tiny_baselines[t.task]
         assert t.loss == base.adamw_loss and t.best_lr == base.adamw_lr
-        assert t.score == pytest.approx(1.0 if base.adamw_loss < base.sgd_loss else -1.0,
-                                        abs=0.5)  # less than 1 only when the gap is < 1%
+    for t in sgd.tasks:
+        base = tiny_baselines[t.task]
+        assert t.loss == base.sgd_loss
+        assert t.score == pytest.approx(min(max(base.adamw_loss / base.sgd_loss, 0.25), 4.0))
 
 
 def test_the_baselines_best_rates_are_inside_the_grid(tiny, tiny_baselines):

@@ -14,6 +14,7 @@ from evaluators import (EvaluatorPool, Job, SlotSpec, Status, Suite, ensure_base
                         evaluate, evaluate_many, evaluate_on_suites, plan_slots)
 from evaluators import jobs as jobs_module
 from evaluators.jobs import error_run, init_worker, worker_device
+from evaluators.scoring import SCORE_FLOOR
 from evaluators.trainer import TaskRun
 
 from .helpers import faulty_runner, renamed, torch_threads
@@ -87,13 +88,13 @@ def test_a_dying_or_hung_worker_costs_only_its_candidate(pool, suite, cache):
         pool.hard_limit_s = before
     assert sorted(results) == list(range(len(candidates)))
     for i in (1, 3, 4):
-        assert results[i].status == Status.ERROR.value and results[i].score == -1.0
+        assert results[i].status == Status.ERROR.value and results[i].score == SCORE_FLOOR
         assert "worker died while running this candidate" in results[i].error
-    assert results[5].status == Status.TIMEOUT.value and results[5].score == -1.0
+    assert results[5].status == Status.TIMEOUT.value and results[5].score == SCORE_FLOOR
     assert "hard limit" in results[5].error
     for i in (0, 2, 6):
         assert results[i].status == "ok" and results[i].error is None
-    assert results[6].score == 0.0  # SGD with momentum, as ever
+    assert results[2].score == 1.0  # AdamW, as ever
     # each bad candidate killed a worker, or two when both ran one of its tasks at once
     assert 4 <= pool.restarts - restarts <= 8
 

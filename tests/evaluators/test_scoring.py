@@ -1,5 +1,5 @@
-"""Scoring arithmetic: floors, normalisation against the two baselines, aggregation, and
-the baseline cache."""
+"""Scoring arithmetic: floors, the ratio to tuned AdamW, the geometric mean, and the
+baseline cache."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from evaluators.scoring import (MIN_GAP, SCORE_CEIL, SCORE_FLOOR, Baseline, candidate_status,
-                                load_baselines, normalised, run_status, save_baselines,
-                                score_task, suite_score, task_loss)
+from evaluators.scoring import (SCORE_CEIL, SCORE_FLOOR, Baseline, candidate_status,
+                                load_baselines, run_status, save_baselines, score_task,
+                                suite_score, task_loss)
 from evaluators.trainer import TaskRun
 
 NAN = float("nan")
@@ -49,36 +49,43 @@ def test_all_failed_is_the_floor_with_the_commonest_failure():
     assert run_status(tie) == "error"  # three each: the more severe
 
 
-def test_normalisation_puts_sgd_at_0_and_adamw_at_1():
-    assert normalised(BASE.sgd_loss, BASE) == 0.0
-    assert normalised(BASE.adamw_loss, BASE) == pytest.approx(1.0)
-    assert normalised(BASE.adamw_loss ** 2, BASE) == pytest.approx(2.0)  # log space
-
-
-def test_when_adamw_is_worse_higher_is_still_better():
-    inverted = Baseline("t", sgd_loss=0.1, sgd_lr=0.1, adamw_loss=0.2, adamw_lr=0.01)
-    assert normalised(0.2, inverted) == pytest.approx(-1.0)
-    assert normalised(0.05, inverted) == pytest.approx(1.0)
-
-
-def test_a_tie_between_the_baselines_uses_the_minimum_gap():
-    tie = Baseline("t", sgd_loss=1.0, sgd_lr=0.1, adamw_loss=1.0, adamw_lr=0.01)
-    assert normalised(math.exp(-MIN_GAP), tie) == pytest.approx(1.0)
+def test_adamw_scores_exactly_1_and_a_lower_loss_scores_its_ratio():
+    assert score_task(make_run([(BASE.adamw_loss,) * 2] * 3), BASE).score == 1.0
+    half = score_task(make_run([(BASE.adamw_loss / 2,) * 2] * 3), BASE)
+    assert half.score == pytest.approx(2.0)  # half AdamW's loss: twice as good
+    assert score_task(make_run([(BASE.adamw_loss * 1.25,) * 2] * 3), BASE).score == \
+        pytest.approx(0.8)
+    # the SGD baseline plays no part in the score
+    other = Baseline("t", sgd_loss=123.0, sgd_lr=5.0, adamw_loss=BASE.adamw_loss,
+                     adamw_lr=0.01)
+    assert score_task(make_run([(0.2, 0.2)] * 3), other).score == \
+        score_task(make_run([(0.2, 0.2)] * 3), BASE).score
 
 
 def test_scores_are_clipped():
     assert score_task(make_run([(1e-9, 1e-9)] * 3), BASE).score == SCORE_CEIL
-    worse = make_run([(5.0, 5.0)] * 3, initial=(10.0, 10.0))  # log(1/5) = -1.6 units
+    worse = make_run([(5.0, 5.0)] * 3, initial=(10.0, 10.0))  # 0.37 / 5 = 0.07
     assert score_task(worse, BASE).score == SCORE_FLOOR
-    assert SCORE_FLOOR < score_task(make_run([(1.2, 1.2)] * 3), BASE).score < 0
+    assert SCORE_FLOOR < score_task(make_run([(1.2, 1.2)] * 3), BASE).score < 1.0
 
 
-def test_suite_score_is_the_mean_and_status_needs_every_task_failed():
+def test_suite_score_is_the_geometric_mean_and_status_needs_every_task_failed():
     good = score_task(make_run([(BASE.adamw_loss,) * 2] * 3), BASE)
+    better = score_task(make_run([(BASE.adamw_loss / 2,) * 2] * 3), BASE)
     bad = score_task(make_run([(NAN, NAN)] * 3), BASE)
-    assert suite_score([good, bad]) == pytest.approx((1.0 + SCORE_FLOOR) / 2)
+    assert suite_score([good] * 7) == 1.0
+    assert suite_score([good, bad]) == pytest.approx(SCORE_FLOOR ** 0.5)
+    assert suite_score([better, bad]) == pytest.approx((2.0 * SCORE_FLOOR) ** 0.5)
     assert candidate_status([good, bad]) == "ok"
     assert candidate_status([bad, bad]) == "diverged"
+
+
+def test_one_task_moves_a_suite_score_a_bounded_amount():
+    good = score_task(make_run([(BASE.adamw_loss,) * 2] * 3), BASE)
+    perfect = score_task(make_run([(0.0, 0.0)] * 3), BASE)
+    failed = score_task(make_run([(NAN, NAN)] * 3), BASE)
+    assert suite_score([good] * 3 + [perfect]) == pytest.approx(SCORE_CEIL ** 0.25)
+    assert suite_score([good] * 3 + [failed]) == pytest.approx(SCORE_FLOOR ** 0.25)
 
 
 def test_baseline_cache_round_trip(tmp_path):
