@@ -3,9 +3,10 @@ against.
 
     python bench/seed_leaderboard.py [--suite small] [--workers 2] [--json FILE]
 
-Scores are already ratios against references measured on this machine: per task,
-0 = SGD with momentum and 1 = AdamW at their own best learning rates (the baselines are
-computed in this run unless the cache holds them for this suite version). The table also
+Scores are already ratios against references measured on this machine: per task, tuned
+AdamW's final loss over the seed's, both at their own best learning rates, so AdamW scores
+exactly 1 and higher is better (the baselines are computed in this run unless the cache
+holds them for this suite version). The table also
 marks every task on which a seed's best learning rate sits at an edge of the grid (``<``
 lowest rate, ``>`` highest): the grid is meant to be wide enough that this never happens.
 """

@@ -11,7 +11,16 @@ A `Suite` is a named tuple of tasks. Suites grow by cost:
 * ``tiny``   for tests: a whole suite in well under a second of training;
 * ``small``  search stage 1: about 1.5 s of training per candidate on one core (measured
   1.5-1.7 s on a lightly loaded 2-core machine, 2.8 s at load average 4);
-* ``medium`` about 10x ``small``: funnel stage 2 and meta-validation.
+* ``medium`` about 10x ``small``: funnel stage 2;
+* ``reference`` `medium`'s models at 3x its steps: the stand-in for real training that
+  `bench/proxy_fidelity.py` ranks the search suites against (never searched on);
+* ``validation`` held out: models and data that no search suite uses
+  (`evaluators.validation_tasks`); never selected on, the honest estimate of what a
+  campaign found (`optforge validate`).
+
+Every task trains under a learning-rate schedule over its whole horizon (by default linear
+warm-up, then cosine decay: `evaluators.schedules`), as users train; rules are compared at
+the end of it.
 
 On a CUDA device a suite is scaled up (`Suite.for_device`): more seeds, bigger batches and
 wider models, because a GPU trains many replicas in the time a CPU trains few.
@@ -31,7 +40,7 @@ from typing import Any
 
 from .schedules import WARMUP_COSINE, Schedule
 
-__all__ = ["Task", "Suite", "SUITES", "get_suite", "lr_grid", "rates_beyond", "SuiteError",
+__all__ = ["Task", "Suite", "SUITES", "SEARCH_SUITES", "get_suite", "lr_grid", "rates_beyond", "SuiteError",
            "DEVICE_KINDS"]
 
 Args = tuple[tuple[str, Any], ...]
@@ -206,6 +215,7 @@ _GRIDS = {"tiny": lr_grid(-4, 2, 1),       # decades 1e-4 .. 100 (7 rates)
           "medium": lr_grid(-4, 2, 2)}     # half decades 1e-4 .. 100 (13 rates)
 _SEEDS = {"tiny": (0,), "small": (0, 1), "medium": (0, 1, 2)}
 _BUDGET_S = {"tiny": 20.0, "small": 30.0, "medium": 300.0}
+REFERENCE_HORIZON = 3  # the reference suite trains medium's models this many times longer
 
 # Per task and size: (model arguments, data arguments, steps, batch size). `small` is sized
 # for about 1.5 s per candidate on one core (all seven tasks), `medium` for about ten times
@@ -262,6 +272,13 @@ _FIXED: dict[str, tuple[str, dict, str | None, dict, str]] = {
 
 
 def _tasks(size: str) -> tuple[Task, ...]:
+    if size == "reference":
+        return tuple(t.with_(steps=REFERENCE_HORIZON * t.steps,
+                             time_budget_s=REFERENCE_HORIZON * t.time_budget_s)
+                     for t in _tasks("medium"))
+    if size == "validation":
+        from .validation_tasks import VALIDATION_TASKS  # it imports this module
+        return VALIDATION_TASKS
     tasks = []
     for name, (model, model_kw, data, data_kw, metric) in _FIXED.items():
         sized_model, sized_data, steps, batch = _SIZES[name][size]
@@ -277,12 +294,16 @@ def _builtin(name: str) -> Suite:
     descriptions = {
         "tiny": "for tests: a whole suite in under a second",
         "small": "search stage 1: about 1.5 s per candidate on one CPU core",
-        "medium": "funnel stage 2 and meta-validation: about 10x small",
+        "medium": "funnel stage 2: about 10x small",
+        "reference": "medium's models trained 3x longer: the stand-in for real training "
+                     "that the fidelity benchmark ranks suites against",
+        "validation": "held out: models and data no search suite uses; never selected on",
     }
     return Suite(name, _tasks(name), descriptions[name])
 
 
-SUITES: tuple[str, ...] = ("tiny", "small", "medium")
+SUITES: tuple[str, ...] = ("tiny", "small", "medium", "reference", "validation")
+SEARCH_SUITES: tuple[str, ...] = ("tiny", "small", "medium")  # what a campaign may select on
 
 
 def get_suite(name: str | Suite, device_kind: str = "cpu") -> Suite:

@@ -43,8 +43,8 @@ class ProgramRecord:
 @dataclass(frozen=True)
 class TaskResultRecord:
     """One task's outcome inside an evaluation: `score` is tuned AdamW's loss over this
-    one's (1 = AdamW, higher is better), `loss` the mean final validation loss at `best_lr`. Non-finite values are
-    returned exactly as they were stored."""
+    one's (1 = AdamW, higher is better), `loss` the mean final validation loss at
+    `best_lr`. Non-finite values are returned exactly as they were stored."""
 
     task: str
     status: str
