@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "search.commands.store_cmds",
     "search.commands.eval_cmd",
     "search.commands.seeds_export",
+    "search.commands.validate_cmd",
 )
 
 
