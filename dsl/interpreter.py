@@ -48,14 +48,16 @@ def run_step(p: Program, w: torch.Tensor, g: torch.Tensor, lr, t,
     env.update(zip(p.state, state))
     for name, default in p.hyperparams:
         env[name] = scalar(hyper.get(name, default))
-    constants: dict[float, torch.Tensor] = {}
+    # keyed by repr: as dict keys -0.0 == 0.0, but 1 / -0.0 = -inf and rsqrt(-0.0) = -inf
+    constants: dict[str, torch.Tensor] = {}
 
     def value(a: Arg) -> torch.Tensor:
         if isinstance(a, str):
             return env[a]
-        c = constants.get(a)
+        key = repr(float(a))
+        c = constants.get(key)
         if c is None:
-            c = constants[a] = torch.tensor(a, dtype=dtype, device=device)
+            c = constants[key] = torch.tensor(a, dtype=dtype, device=device)
         return c
 
     for s in p.body:

@@ -82,12 +82,15 @@ def _plan(p: Program, per_replica: frozenset[str] = frozenset()) -> _Plan:
     klass: dict[str, int] = {"w": _TENSOR, "g": _TENSOR, "lr": _REP, "t": _CONST}
     klass.update({s: _TENSOR for s in p.state})
     klass.update({h: _REP if h in per_replica else _CONST for h in hypers})
-    constants: dict[float, str] = {}
+    constants: dict[str, str] = {}  # by repr: keeps -0.0 apart from 0.0 (1 / -0.0 = -inf)
+    constant_values: list[float] = []
 
     def const(c: float) -> str:
-        if c not in constants:
-            constants[c] = f"c{len(constants)}"
-        return constants[c]
+        key = repr(c)
+        if key not in constants:
+            constants[key] = f"c{len(constants)}"
+            constant_values.append(c)
+        return constants[key]
 
     def ref(a: Arg) -> tuple[str, int]:
         if isinstance(a, str):
@@ -153,7 +156,7 @@ def _plan(p: Program, per_replica: frozenset[str] = frozenset()) -> _Plan:
                        f"(1,) * (v_w.dim() - 1))")
     src.extend("    " + line for line in tensor_lines)
     src.append(f"    return {returns[0]}, ({''.join(r + ', ' for r in returns[1:])})")
-    return _Plan("\n".join(src) + "\n", elementwise, tuple(constants))
+    return _Plan("\n".join(src) + "\n", elementwise, tuple(constant_values))
 
 
 def kernel_source(p: Program) -> str:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import dsl
 from dsl.ir import INPUTS, Program, Stmt, is_temp, validate
+from dsl.kernel import compile_kernel
 
 from .strategies import (
     ALL_OPS,
@@ -54,6 +55,10 @@ ORTH_OF_ZERO_STATE = dsl.parse(  # simplify gives orth(0.0), which fails the che
     "def f(w, g, lr, t, m):\n    return orth(m) + g, m\n")
 INTERP_FLIPPED_BACK = dsl.parse(  # canonical_hash: interp(m, g, 1 - b) != interp(g, m, b)
     "def f(w, g, lr, t, m, b=0.9):\n    m = interp(g, m, b)\n    return lr * m, m\n")
+# fingerprint: the first 0.0 unfolded to neg(-0.0) left -0.0 in the interpreter's constant
+# cache, where the 0.0 of 1.0 / 0.0 found it (as dict keys 0.0 == -0.0): -inf instead of inf
+ZERO_BEFORE_DIVISION_BY_ZERO = dsl.parse(
+    "def f(w, g, lr, t):\n    a = 0.0 + 0.0\n    return 1.0 / 0.0 + g\n")
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -259,12 +264,27 @@ def unfold_constant(p: Program, which: int) -> Program:
 @FAST
 @given(programs(valid=True, const_prob=0.4).filter(
     lambda p: any(isinstance(a, float) for s in p.body for a in s.args)), st.integers(0, 50))
+@example(ZERO_BEFORE_DIVISION_BY_ZERO, 0)
 def test_constant_folding_keeps_behaviour_and_canonical_hash(p, which):
     q = unfold_constant(p, which)
     validate(q)
     assert dsl.canonical_hash(q) == dsl.canonical_hash(p)
     assert dsl.fingerprint(q) == dsl.fingerprint(p)
     assert_same_behaviour(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("expr", ["sign(1.0 / 0.0) * g + sign(1.0 / -0.0)",
+                                  "sign(1.0 / -0.0) + sign(1.0 / 0.0) * g"])
+def test_signed_zero_constants_stay_apart(expr):
+    """-0.0 and 0.0 are one dict key but two constants (1 / -0.0 = -inf), in either order,
+    in the interpreter and in the kernel."""
+    p = dsl.parse(f"def f(w, g, lr, t):\n    return {expr}\n")
+    g = torch.tensor([[0.5, -2.0], [3.0, 0.0]], dtype=torch.float64)
+    step, _ = dsl.run_step(p, torch.zeros_like(g), g, 0.1, 1, ())
+    assert torch.equal(step, g - 1)
+    step, _ = compile_kernel(p)(torch.zeros_like(g)[None], g[None],
+                                torch.tensor([0.1], dtype=torch.float64), 1, ())
+    assert torch.equal(step[0], g - 1)
 
 
 # ---- 3. the batched interpreter equals the per-replica one ------------------------------------
