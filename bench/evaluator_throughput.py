@@ -12,7 +12,10 @@ Four figures, each a ratio against a reference measured in the same run:
    of a few large square float32 matmuls), both with the same torch thread count;
 3. candidates per minute with K worker processes, against one process evaluating serially
    (baselines cached, workers warm);
-4. seconds of training per candidate.
+4. seconds of training per candidate;
+5. the cost of a candidate on the suite against `small` as it was before the fidelity
+   redesign (`bench/legacy_suites.py`): the same rules trained on both, interleaved, in
+   one single-thread process (`--only-cost` prints this figure alone).
 
 The machine may be shared: the load average is printed with the figures.
 """
@@ -133,12 +136,41 @@ def pool_rate(suite_name: str, workers: int, n: int) -> None:
           f"(status {sorted({r.status for r in results})})")
 
 
+def legacy_cost(suite_name: str, rounds: int) -> None:
+    """Figure 5 (module doc): per round, each rule on the old `small` then on the suite."""
+    from legacy_suites import legacy_suite
+    names = ["adamw", "lion", "sgd_momentum", "muon"]
+    programs = [seeds.load_seed(n) for n in names]
+    torch.set_num_threads(1)
+    old, new = legacy_suite("small@2026-11"), evaluators.get_suite(suite_name)
+    cached = {s.name: evaluators.ensure_baselines(s) for s in (old, new)}
+    totals = {old.name: 0.0, new.name: 0.0}
+    ratios = []
+    for _ in range(rounds):
+        per = {}
+        for s in (old, new):
+            per[s.name] = sum(evaluators.evaluate(p, s, baselines=cached[s.name]).wall_time
+                              for p in programs)
+            totals[s.name] += per[s.name]
+        ratios.append(per[new.name] / per[old.name])
+    ratios.sort()
+    print(f"5. {new.name} costs {totals[new.name] / totals[old.name]:.2f}x small@2026-11 per "
+          f"candidate ({totals[new.name] / (rounds * len(names)):.2f} s vs "
+          f"{totals[old.name] / (rounds * len(names)):.2f} s of training; {', '.join(names)}; "
+          f"median of {rounds} rounds {ratios[len(ratios) // 2]:.2f}x)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", default="small", choices=evaluators.SUITES)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--candidates", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of figure 5")
+    ap.add_argument("--only-cost", action="store_true", help="print figure 5 alone")
     args = ap.parse_args()
+    if args.only_cost:
+        legacy_cost(args.suite, args.rounds)
+        return 0
     suite = evaluators.get_suite(args.suite)
     kernel = compile_kernel(seeds.load_seed("adamw"))
     cores = os.cpu_count() or 1
@@ -148,6 +180,7 @@ def main() -> int:
     for threads in sorted({1, cores}):
         mlp_flops(suite, kernel, threads, matmul_peak(threads))
     pool_rate(args.suite, args.workers, args.candidates)
+    legacy_cost(args.suite, args.rounds)
     print(f"load average at the end: {load()}")
     return 0
 

@@ -96,6 +96,9 @@ def _compile_error(program: Program) -> str | None:
 
 # ---- baselines ----------------------------------------------------------------------------
 
+BASELINE_BUDGET_FACTOR = 20  # a baseline's time budget, in multiples of its task's
+
+
 def ensure_baselines(suite: Suite, *, pool: EvaluatorPool | None = None,
                      cache: str | os.PathLike | None = None, device: str = "cpu",
                      progress: Callable[[str], None] | None = None) -> dict[str, Baseline]:
@@ -111,7 +114,10 @@ def ensure_baselines(suite: Suite, *, pool: EvaluatorPool | None = None,
         progress(f"computing baselines for suite {suite.name!r} (version {suite.version}); "
                  f"this happens once per suite version")
     programs = baseline_programs()
-    jobs = [((name, t.name), Job(p, t, device=None if pool else device))
+    # A baseline is never cut short by the task's time budget (that budget stops runaway
+    # candidates): on a loaded machine a timed-out baseline would fail the whole suite.
+    jobs = [((name, t.name), Job(p, t, time_budget_s=BASELINE_BUDGET_FACTOR * t.time_budget_s,
+                                 device=None if pool else device))
             for name, p in programs.items() for t in suite.tasks]
     if pool is not None:
         runs = dict(pool.run(jobs))

@@ -11,7 +11,7 @@ from evaluators import SCORE_FLOOR, Status, baseline_programs, ensure_baselines,
 from evaluators.scoring import cache_dir
 from evaluators.tasks import Suite
 
-from .helpers import EXPLODING_RULE, NAN_RULE, rule, same_floats
+from .helpers import EXPLODING_RULE, NAN_RULE, rule, same_floats, torch_threads
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,3 +100,20 @@ def test_results_serialise_to_the_documented_json(tiny, tiny_baselines):
     assert set(j["tasks"]) == {t.name for t in tiny.tasks}
     for v in j["tasks"].values():
         assert {"score", "loss", "best_lr"} <= set(v)
+
+
+def test_baselines_get_a_generous_time_budget(tiny, tmp_path, monkeypatch):
+    """A loaded machine must not time a baseline out (that would fail the whole suite):
+    baseline jobs run with BASELINE_BUDGET_FACTOR times their task's budget."""
+    from evaluators import evaluation
+    seen = []
+    real = evaluation._run_here
+
+    def spy(job):
+        seen.append((job.task.name, job.time_budget_s, job.task.time_budget_s))
+        return real(job)
+    monkeypatch.setattr(evaluation, "_run_here", spy)
+    with torch_threads(1):
+        ensure_baselines(tiny, cache=tmp_path)
+    assert len(seen) == 2 * len(tiny.tasks)
+    assert all(b == evaluation.BASELINE_BUDGET_FACTOR * t for _, b, t in seen)
