@@ -7,14 +7,14 @@ import pickle
 import pytest
 
 from evaluators import SUITES, SuiteError, Task, get_suite
-from evaluators.tasks import Suite, lr_grid
+from evaluators.tasks import REFERENCE_HORIZON, SEARCH_SUITES, Suite, lr_grid
 
 TASKS = {"quadratic", "rosenbrock", "logreg_cancer", "mlp_digits", "cnn_digits", "char_lm",
          "teacher_student"}
 
 
-@pytest.mark.parametrize("name", SUITES)
-def test_every_suite_has_the_seven_tasks(name):
+@pytest.mark.parametrize("name", [n for n in SUITES if n != "validation"])
+def test_every_search_and_reference_suite_has_the_seven_tasks(name):
     suite = get_suite(name)
     assert {t.name for t in suite.tasks} == TASKS
     for t in suite.tasks:
@@ -25,16 +25,44 @@ def test_suites_grow_by_cost():
     def cost(suite):
         return sum(t.steps * t.replicas for t in suite.tasks)
 
-    tiny, small, medium = (get_suite(n) for n in SUITES)
-    assert cost(tiny) < cost(small) < cost(medium)
+    tiny, small, medium, reference = (get_suite(n) for n in SEARCH_SUITES + ("reference",))
+    assert cost(tiny) < cost(small) < cost(medium) < cost(reference)
     deep = dict(get_suite("small").task("teacher_student").model_args)["hidden"]
     assert len(deep) >= 4  # the deep tanh teacher-student MLP
 
 
 def test_versions_are_stable_and_distinct():
     versions = {get_suite(n).version for n in SUITES}
-    assert len(versions) == 3
+    assert len(versions) == len(SUITES)
     assert get_suite("tiny").version == Suite("tiny", get_suite("tiny").tasks).version
+
+
+def test_the_reference_trains_mediums_models_three_times_longer():
+    medium, reference = get_suite("medium"), get_suite("reference")
+    assert REFERENCE_HORIZON >= 3
+    for m, r in zip(medium.tasks, reference.tasks):
+        assert r == m.with_(steps=REFERENCE_HORIZON * m.steps,
+                            time_budget_s=REFERENCE_HORIZON * m.time_budget_s)
+
+
+def test_validation_models_and_data_are_used_by_no_search_suite():
+    validation = get_suite("validation")
+    assert len(validation.tasks) >= 5
+    searched = [t for n in SEARCH_SUITES + ("reference",) for t in get_suite(n).tasks]
+    # no search model, data source or architecture: at least five new model classes, and
+    # the one shared class (the MLP) at a depth no search task has
+    new_classes = {t.model for t in validation.tasks} - {t.model for t in searched}
+    assert len(new_classes) >= 5
+    assert not {(t.model, t.model_args) for t in validation.tasks} & \
+        {(t.model, t.model_args) for t in searched}
+    depth = max(len(dict(t.model_args).get("hidden", ())) for t in searched)
+    for t in validation.tasks:
+        if t.model not in new_classes:
+            assert len(dict(t.model_args)["hidden"]) > depth
+    assert not {t.data for t in validation.tasks} & {t.data for t in searched}
+    horizon = max(t.steps for t in get_suite("medium").tasks
+                  if t.model not in ("quadratic", "rosenbrock"))
+    assert max(t.steps for t in validation.tasks) >= 3 * horizon
 
 
 def test_changing_a_task_changes_the_version():
@@ -65,6 +93,7 @@ def test_lr_grid():
     (dict(seeds=()), "seeds"),
     (dict(seeds=(1, 1)), "seeds"),
     (dict(name="no spaces"), "identifier"),
+    (dict(schedule="cosine"), "schedule must be"),
 ])
 def test_bad_tasks_are_rejected_with_a_clear_message(change, message):
     with pytest.raises(SuiteError, match=message):
