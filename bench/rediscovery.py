@@ -9,6 +9,9 @@ is selection, and the control selects nothing; it still has the checker, the cac
 probes. `--concurrent` runs the two strategies at the same time, each in its own process; with
 `--workers 1` each campaign is serial (one process, one torch thread: reproducible).
 
+Scores are in the product's unit (`evaluators.scoring`): tuned AdamW's final loss over the
+candidate's, geometric mean over tasks, so 1.0 is AdamW's level.
+
 Prints, for evolution and for the random-search control: the best stage-1 (`small`) score,
 the number of evaluations after which a stage-1 score >= 1.0 was first committed, the best
 stage-2 (`medium`) score of the funnel, and the fraction of proposed children that needed a
@@ -30,6 +33,7 @@ import torch
 
 from evaluators import evaluate_many
 from evaluators.pool import EvaluatorPool
+from evaluators.validation import validate
 from search.config import CampaignConfig, Evolution, Funnel, Simplify
 from search.engine import Campaign
 from store import Store
@@ -83,26 +87,48 @@ def report(store: Store, campaign: Campaign, summary: dict, wall: float | None) 
             "wall_s": None if wall is None else round(wall, 1)}
 
 
-def rescore(store: Store, campaign: Campaign, k: int, workers: int) -> dict:
-    """The stage-2 (`funnel.stage2`) scores of the campaign's best `k` stage-1 programs
-    (seeds excluded): those its own stage 2 scored are read from the store, the rest are
-    scored now, outside the campaign (nothing is stored)."""
+def rescore(store: Store, campaign: Campaign, k: int, workers: int,
+            validate_winner: bool = False) -> dict:
+    """Stage 2 (`funnel.stage2`) after each milestone: the best stage-2 score among the best
+    `k` stage-1 programs (seeds excluded) of the campaign's first n stage-1 evaluations, for
+    n in `MILESTONES`. Scores its own stage 2 stored are read from the store, the rest are
+    scored now, outside the campaign (nothing is stored). With `validate_winner`, the
+    stage-2 winner (the best stage-2 score of all those programs, chosen on stage 2 only)
+    is trained on the held-out `validation` suite beside tuned AdamW, Lion and SGD with
+    momentum (`evaluators.validation`)."""
     funnel = campaign.config.funnel
     seeds = set(campaign.counters.seed_ids)
-    top = [r for r in store.top(k + len(seeds), campaign=campaign.id, suite=funnel.stage1)
-           if r.program.id not in seeds][:k]
+    stage1 = [e for e in sorted(store.evaluations(campaign=campaign.id), key=lambda e: e.id)
+              if e.stage == 1 and e.score is not None and e.program_id not in seeds]
+    tops = {}
+    for n in [m for m in MILESTONES if m < len(stage1)] + [len(stage1)]:
+        best: dict[int, float] = {}
+        for e in stage1[:n]:
+            best[e.program_id] = max(best.get(e.program_id, -math.inf), e.score)
+        tops[n] = sorted(best, key=lambda pid: -best[pid])[:k]
     stored = {e.program_id: e.score for e in store.evaluations(campaign=campaign.id)
               if e.suite == funnel.stage2 and e.score is not None}
-    todo = [r for r in top if r.program.id not in stored]
+    todo = sorted({pid for ids in tops.values() for pid in ids} - set(stored))
+    out: dict = {}
     with EvaluatorPool(workers) as pool:
-        results = evaluate_many([campaign._program(r.program.id) for r in todo],
-                                funnel.stage2, pool=pool)
-        fresh = {todo[res.index].program.id: res.score for res in results}
-    scores = {r.program.id: (r.score, stored.get(r.program.id, fresh.get(r.program.id)))
-              for r in top}
-    return {"rescored_on_stage2 (id: stage-1, stage-2)": scores,
-            "stage2_scored_now": len(todo),
-            "best_rescored_stage2": max((v[1] for v in scores.values()), default=None)}
+        results = evaluate_many([campaign._program(pid) for pid in todo], funnel.stage2,
+                                pool=pool)
+        scores = dict(stored)
+        scores.update({todo[res.index]: res.score for res in results})
+        out["best_stage2_after"] = {n: max(scores[pid] for pid in ids) if ids else None
+                                    for n, ids in tops.items()}
+        out["stage2_scored_now"] = len(todo)
+        final = tops[len(stage1)]
+        out["rescored_on_stage2 (id: stage-2)"] = {pid: scores[pid] for pid in final}
+        out["best_rescored_stage2"] = max((scores[pid] for pid in final), default=None)
+        if validate_winner and final:
+            winner = max((pid for ids in tops.values() for pid in ids),
+                         key=lambda pid: scores[pid])
+            report = validate(campaign._program(winner), pool=pool)
+            out["winner"] = {"program": winner, "stage2": scores[winner],
+                             "source": store.get_program(winner).source,
+                             "validation": report.to_json()}
+    return out
 
 
 def run_alone(strategy: str, args) -> dict:
@@ -135,6 +161,9 @@ def main() -> None:
     ap.add_argument("--report", nargs=2, metavar=("EVOLUTION", "RANDOM"),
                     help="run nothing: report two stored campaigns (e.g. after `optforge "
                          "resume` finished them)")
+    ap.add_argument("--validate", action="store_true",
+                    help="with --rescore: train each campaign's stage-2 winner on the held-out "
+                         "validation suite beside AdamW, Lion and SGD with momentum")
     ap.add_argument("--rescore", type=int, metavar="K",
                     help="with --report: each campaign's best K stage-1 programs on stage 2 "
                          "(stored scores where its own stage 2 has them, else scored now)")
@@ -147,7 +176,8 @@ def main() -> None:
                 status = store.get_campaign(campaign.id).status
                 results.append(report(store, campaign, campaign.summary(status), None))
                 if args.rescore:
-                    results[-1].update(rescore(store, campaign, args.rescore, args.workers))
+                    results[-1].update(rescore(store, campaign, args.rescore, args.workers,
+                                               args.validate))
         return finish(results, args)
     strategies = [s for s in ("evolution", "random") if not args.only or s == args.only]
     with Store(args.db):
@@ -177,6 +207,17 @@ def finish(results: list[dict], args) -> None:
             e2, r2 = evo["best_rescored_stage2"], rnd["best_rescored_stage2"]
             print(f"stage 2, best of each campaign's top {args.rescore} on stage 1: evolution "
                   f"{e2:.3f} vs random search {r2:.3f}: margin {e2 - r2:+.3f}")
+    for r in results:
+        if "best_stage2_after" in r:
+            print(f"{r['strategy']}: best stage-1 / stage-2 score after n evaluations: " +
+                  ", ".join(f"{n}: {r['best_stage1_after'].get(n, r['best_stage1']):.3f} / "
+                            f"{s2:.3f}" for n, s2 in r["best_stage2_after"].items()))
+        if "winner" in r:
+            v = r["winner"]["validation"]
+            comps = ", ".join(f"{name} {score:.3f}" for name, score in v["comparators"].items())
+            print(f"{r['strategy']} winner (program {r['winner']['program']}, stage 2 "
+                  f"{r['winner']['stage2']:.3f}): score on validation {v['score']:.3f} "
+                  f"(tuned {comps})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
