@@ -10,7 +10,10 @@ suite it prints
 
 * Spearman's rank correlation between the suite's scores and the reference's,
 * how many of the reference's 10 best programs are among the suite's 10 best,
-* seconds of training per candidate (summed over tasks, one core each),
+* seconds of training per candidate (summed over tasks, one core each; these runs also
+  record validation curves, which the product's evaluations do not, and the machine may
+  be loaded: `bench/evaluator_throughput.py --only-cost` measures the cost ratio that
+  counts),
 
 for each score definition measured (the reference is always ranked by the product's own
 score, `evaluators.scoring`: tuned AdamW's final loss over the rule's, geometric mean):
@@ -50,7 +53,7 @@ import seeds  # noqa: E402
 from evaluators import EvaluatorPool, Job, Suite, get_suite  # noqa: E402
 from evaluators.scoring import (SCORE_FLOOR, baseline_from_runs, cache_dir,  # noqa: E402
                                 clip_score, geometric_mean, score_task, task_loss)
-from evaluators.tasks import SUITES  # noqa: E402
+from evaluators.tasks import SUITES, lr_grid  # noqa: E402
 from evaluators.trainer import Status, TaskRun  # noqa: E402
 from legacy_suites import LEGACY, legacy_suite  # noqa: E402  (bench/legacy_suites.py)
 
@@ -79,27 +82,32 @@ def load_panel(directory: Path = PANEL) -> list[dsl.Program]:
 
 # ---- suite designs ------------------------------------------------------------------------
 
-def _scaled(base: str, steps: float, seeds: tuple[int, ...] | None = None,
-            drop: tuple[str, ...] = ()) -> Callable[[], Suite]:
-    """`base`'s models and data at `steps` times its horizon (and other `seeds`), without
-    the tasks in `drop`: the shapes a stage-1 redesign tries."""
+def _scaled(name: str, base: str, steps: float, seeds: tuple[int, ...] | None = None,
+            per_decade: int | None = None, drop: tuple[str, ...] = ()) -> Callable[[], Suite]:
+    """`base`'s models and data at `steps` times its horizon, with other `seeds` or a grid
+    of `per_decade` rates per decade over the same range, without the tasks in `drop`: the
+    shapes a stage-1 redesign tries."""
     def make() -> Suite:
         s = get_suite(base)
         tasks = tuple(t.with_(steps=max(1, round(steps * t.steps)),
-                              seeds=t.seeds if seeds is None else seeds)
+                              seeds=t.seeds if seeds is None else seeds,
+                              lrs=t.lrs if per_decade is None else lr_grid(
+                                  math.log10(t.lrs[0]), math.log10(t.lrs[-1]), per_decade))
                       for t in s.tasks if t.name not in drop)
-        return Suite(f"{base}x{steps:g}s{len(seeds or s.tasks[0].seeds)}", tasks,
-                     f"{base} at {steps:g}x its steps")
+        return Suite(name, tasks, f"{base} at {steps:g}x its steps")
     return make
 
 
 VARIANTS: dict[str, Callable[[], Suite]] = {
     **{name: partial(legacy_suite, name) for name in LEGACY},
-    "small*3": _scaled("small", 3.0),
-    "medium/3": _scaled("medium", 1 / 3, (0, 1)),
-    "medium/4": _scaled("medium", 1 / 4, (0, 1)),
-    "medium/6": _scaled("medium", 1 / 6, (0, 1)),
-    "medium*2": _scaled("medium", 2.0),
+    "small*3": _scaled("small*3", "small", 3.0),
+    "medium/3": _scaled("medium/3", "medium", 1 / 3, (0, 1)),
+    "medium/4": _scaled("medium/4", "medium", 1 / 4, (0, 1)),
+    "medium/6": _scaled("medium/6", "medium", 1 / 6, (0, 1)),
+    "medium/2-1seed": _scaled("medium/2-1seed", "medium", 1 / 2, (0,)),
+    "medium/2-decades": _scaled("medium/2-decades", "medium", 1 / 2, (0, 1), per_decade=1),
+    "medium/3-decades": _scaled("medium/3-decades", "medium", 1 / 3, (0, 1), per_decade=1),
+    "medium*2": _scaled("medium*2", "medium", 2.0),
 }
 
 
