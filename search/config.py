@@ -14,7 +14,8 @@ from evaluators.tasks import SUITES
 from .errors import UserError
 from .mutations import DEFAULT_WEIGHTS, MUTATIONS, Limits
 
-__all__ = ["CampaignConfig", "load_config", "default_config", "config_from_dict"]
+__all__ = ["CampaignConfig", "Evolution", "Funnel", "Simplify", "Validation", "load_config",
+           "default_config", "config_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,18 @@ class Simplify:
 
 
 @dataclass(frozen=True)
+class Validation:
+    """Held-out validation of the final candidates (`evaluators.validation`): after stage 2
+    and the winner's simplification, the best `candidates` programs on stage 2 (1: the
+    winner) are trained on `suite` and stored as stage 3. Never selected on; not counted in
+    the budget."""
+
+    enabled: bool = True
+    candidates: int = 1
+    suite: str = "validation"
+
+
+@dataclass(frozen=True)
 class CampaignConfig:
     name: str | None = None
     seeds: tuple[str, ...] = ("adamw",)
@@ -56,6 +69,7 @@ class CampaignConfig:
     mutations: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     funnel: Funnel = Funnel()
     simplify: Simplify = Simplify()
+    validation: Validation = Validation()
 
     @property
     def limits(self) -> Limits:
@@ -104,14 +118,17 @@ def load_config(path: str | Path | None) -> CampaignConfig:
 
 def config_from_dict(data: Mapping[str, Any], where: str) -> CampaignConfig:
     """A configuration from its `to_dict()` form (as stored with a campaign). A campaign
-    stored before screening existed resumes without it."""
+    stored before screening (validation) existed resumes without it."""
     data = {k: v for k, v in data.items() if v is not None}
     if isinstance(data.get("funnel"), dict) and "screen" not in data["funnel"]:
         data["funnel"] = {**data["funnel"], "screen": ""}
+    if "validation" not in data:
+        data["validation"] = {"enabled": False}
     return _from_mapping(data, where)
 
 
-_SECTIONS = {"evolution": Evolution, "funnel": Funnel, "simplify": Simplify}
+_SECTIONS = {"evolution": Evolution, "funnel": Funnel, "simplify": Simplify,
+             "validation": Validation}
 _TOP = {"name": (str,), "seeds": (list,), "seed": (int,), "budget": (int,), "workers": (int,)}
 
 
@@ -182,6 +199,10 @@ def _validated(cfg: CampaignConfig) -> CampaignConfig:
         problems.append("funnel.hurdle must be a quantile between 0 and 1")
     if cfg.funnel.stage2_max < 0 or cfg.simplify.max_ablations < 0:
         problems.append("stage2_max and max_ablations must be >= 0")
+    if cfg.validation.candidates < 1:
+        problems.append("validation.candidates must be >= 1 (1: the winner)")
+    if cfg.validation.suite not in SUITES:
+        problems.append(f"validation.suite must be one of {', '.join(SUITES)}")
     if problems:
         raise UserError("invalid campaign configuration: " + "; ".join(problems))
     return cfg

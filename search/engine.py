@@ -1,6 +1,7 @@
 """The campaign engine: steady-state regularized evolution over rule programs.
 
     seeds -> [stage 1: evolve] -> [stage 2: re-score the best] -> [simplify the winner]
+          -> [validate the final candidates on held-out tasks]
 
 Stage 1 is aging evolution (Real et al., 2019): a parent is the best of a random tournament,
 its mutated child is checked, looked up in the duplicate caches (structural hash, canonical
@@ -17,6 +18,12 @@ cleared the hurdle and waits for stage 1, else the screening of a new child. Scr
 the pool beside the stage-1 trainings; only a serial campaign screens in this process. When
 the best score has not improved for `restart_after` evaluations, the population restarts from
 the seeds and the best so far.
+
+The final candidates, the best programs on stage 2 (where winners are chosen, simplified
+variants included), are then trained on the held-out validation suite
+(`evaluators.validation`) and stored as stage 3 with the comparators' scores beside them:
+the honest estimate of what the campaign found. Validation is never selected on (it runs
+after the choice, and nothing reads its scores back) and is not counted in the budget.
 
 Every finished evaluation is committed to the store in one transaction together with the
 program, its lineage and the campaign's checkpoint (population, RNG state, counters), so a
@@ -41,17 +48,20 @@ import seeds as seed_lib
 from dsl import Program
 from evaluators import EvalResult, evaluate, evaluate_many, evaluate_on_suites
 from evaluators.pool import EvaluatorPool
-from store import Store
+from evaluators.scoring import geometric_mean
+from evaluators.validation import ValidationReport, validate
+from store import RankedProgram, Store
 from store.records import TaskResultRecord
 
 from .config import CampaignConfig, config_from_dict
 from .individuals import Child, Member
 from .mutations import MutationResult, mutate
 from .probes import probe
+from .stages import SCREEN, STAGE1, STAGE2, STAGE_VALIDATION
 
 __all__ = ["Campaign", "Member", "Child"]
 
-SCREEN, STAGE1, STAGE2, SIMPLIFIED = 0, 1, 2, 3
+PHASES = ("seeds", "evolve", "stage2", "simplify", "validate", "done")
 HURDLE_WINDOW = 64  # the hurdle is a quantile of this many most recent screening scores
 MIN_HURDLE_SCREENINGS = 4  # screening scores needed before the hurdle applies
 
@@ -167,6 +177,8 @@ class Campaign:
                 self._stage2(pool)
             if self.counters.phase == "simplify":
                 self._simplify_winner(pool)
+            if self.counters.phase == "validate":
+                self._validate_finalists(pool)
         except KeyboardInterrupt:
             self.stop_requested = True
         except BaseException:
@@ -180,8 +192,13 @@ class Campaign:
         return self.summary(status)
 
     def summary(self, status: str) -> dict:
+        """The counters, the winner (the best on stage 2, else on stage 1) and the stored
+        validations (stage 3: program, suite, score, per-task scores, comparators)."""
         c = self.counters
+        winner = self.finalists(1)
         return {"campaign": self.id, "status": status, "phase": c.phase,
+                "winner": winner[0].program.id if winner else None,
+                "validation": self._validations_json(),
                 "evaluations": c.evaluations, "children": c.children,
                 "cache_hits": dict(c.cache_hits), "hit_rate": c.hit_rate,
                 "rejections": dict(c.rejections), "best_stage1": c.to_json()["best_score"],
@@ -502,8 +519,7 @@ class Campaign:
             self._record_later(child.parent_id, result, STAGE2)
             if self.stop_requested:
                 return
-        self.counters.phase = "simplify" if self.config.simplify.enabled else "done"
-        self._checkpoint_now()
+        self._finish_phase("stage2")
 
     def _stored_scores(self, stage: int) -> dict[int, float]:
         return {ev.program_id: ev.score for ev in self.store.evaluations(campaign=self.id)
@@ -537,8 +553,82 @@ class Campaign:
             winner_id = max(scores, key=lambda pid: scores[pid])
             simplify_winner(self, winner_id, scores[winner_id], pool)
         if not self.stop_requested:
-            self.counters.phase = "done"
-            self._checkpoint_now()
+            self._finish_phase("simplify")
+
+    # ---- held-out validation of the final candidates --------------------------------------------
+    def finalists(self, n: int) -> list[RankedProgram]:
+        """The campaign's best `n` programs where winners are chosen: by stage-2 score
+        (simplified variants included), or by stage-1 score when nothing reached stage 2.
+        Never by validation score. The first is the campaign's winner."""
+        f = self.config.funnel
+        return (self.store.top(n, campaign=self.id, suite=f.stage2, stage=STAGE2)
+                or self.store.top(n, campaign=self.id, suite=f.stage1, stage=STAGE1))
+
+    def _validate_finalists(self, pool) -> None:
+        """Train each final candidate on the validation suite and store it as stage 3, once:
+        a candidate validated before a resume is not trained again."""
+        v = self.config.validation
+        if self.progress:
+            self.progress(self.counters)
+        done = {ev.program_id for ev in self.store.evaluations(campaign=self.id,
+                                                               stage=STAGE_VALIDATION)}
+        for ranked in self.finalists(v.candidates):
+            if ranked.program.id in done:
+                continue
+            report = validate(self._program(ranked.program.id), v.suite,
+                              workers=1 if pool is None else None, pool=pool)
+            self._record_validation(ranked.program.id, report)
+            if self.stop_requested:
+                return
+        self._finish_phase("validate")
+
+    def _record_validation(self, program_id: int, report: ValidationReport) -> None:
+        """Store a validation (stage 3, outside the budget): the rule's evaluation with, in
+        each task's metrics, its seed scores, the comparators' results and the suite
+        version."""
+        extra = {}
+        for t, seeds in zip(report.result.tasks, report.seed_scores):
+            extra[t.task] = {"seed_scores": list(seeds), "suite_version": report.version,
+                             "comparators": {c.name: {"score": c.task(t.task).score,
+                                                      "loss": c.task(t.task).loss,
+                                                      "best_lr": c.task(t.task).best_lr,
+                                                      "status": c.task(t.task).status}
+                                             for c in report.comparators}}
+        checkpoint = self._checkpoint()
+
+        def write(tx):
+            tx.add_evaluation(program_id, campaign=self.id, stage=STAGE_VALIDATION,
+                              **_evaluation(report.result, extra),
+                              key=f"stage{STAGE_VALIDATION}/{program_id}")
+            tx.save_checkpoint(self.id, **checkpoint)
+        self.store.run_in_transaction(write)
+
+    def _validations_json(self) -> list[dict]:
+        """The stored validations, for the summary: the comparators' suite scores are the
+        geometric means of their per-task scores (kept in each task's metrics)."""
+        out = []
+        for ev in sorted(self.store.evaluations(campaign=self.id, stage=STAGE_VALIDATION),
+                         key=lambda e: e.id):
+            rivals: dict[str, list[float]] = {}
+            for t in ev.tasks:
+                for rival, c in (dict(t.metrics).get("comparators") or {}).items():
+                    rivals.setdefault(rival, []).append(c["score"])
+            out.append({"program": ev.program_id,
+                        "name": self.store.get_program(ev.program_id).name,
+                        "suite": ev.suite, "status": ev.status, "score": ev.score,
+                        "tasks": {t.task: t.score for t in ev.tasks},
+                        "comparators": {rival: geometric_mean(scores)
+                                        for rival, scores in rivals.items()
+                                        if len(scores) == len(ev.tasks)}})
+        return out
+
+    def _finish_phase(self, phase: str) -> None:
+        """Go on from `phase` to the next phase the configuration enables; checkpoint."""
+        enabled = {"simplify": self.config.simplify.enabled,
+                   "validate": self.config.validation.enabled, "done": True}
+        later = PHASES[PHASES.index(phase) + 1:]
+        self.counters.phase = next(p for p in later if enabled.get(p, True))
+        self._checkpoint_now()
 
     # ---- evaluation and checkpoints -------------------------------------------------------------
     def _evaluate(self, children, suite: str, pool) -> Iterator[tuple[Child, EvalResult]]:
@@ -577,11 +667,14 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _evaluation(result: EvalResult) -> dict:
-    """An `EvalResult` as `Store.add_evaluation` keyword arguments."""
+def _evaluation(result: EvalResult, extra: dict | None = None) -> dict:
+    """An `EvalResult` as `Store.add_evaluation` keyword arguments; `extra` maps a task name
+    to more metrics of that task."""
+    extra = extra or {}
     tasks = [TaskResultRecord(task=t.task, status=t.status, score=t.score, loss=t.loss,
                               best_lr=t.best_lr, wall_time=t.wall_time,
-                              metrics={"lr_losses": list(t.lr_losses), "error": t.error})
+                              metrics={"lr_losses": list(t.lr_losses), "error": t.error,
+                                       **extra.get(t.task, {})})
              for t in result.tasks]
     best_lrs = [t.best_lr for t in result.tasks if t.best_lr is not None]
     return dict(suite=result.suite, status=result.status, score=result.score, tasks=tasks,

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--budget", type=int, help="full evaluations to spend")
     p.add_argument("--suite", help="stage-1 suite (tiny, small, medium)")
     p.add_argument("--stage2", help="stage-2 suite")
+    p.add_argument("--no-validation", action="store_true",
+                   help="do not validate the winner on the held-out validation suite")
     p.add_argument("--workers", type=int, help="evaluator processes (1: serial, "
                                                "reproducible; 0: one per core)")
     p.add_argument("--seed", type=int, help="random seed")
@@ -54,7 +56,8 @@ def run(args) -> int:
 
     config = load_config(args.config).with_overrides(
         budget=args.budget, workers=args.workers, seed=args.seed, name=args.name,
-        **{"funnel.stage1": args.suite, "funnel.stage2": args.stage2})
+        **{"funnel.stage1": args.suite, "funnel.stage2": args.stage2,
+           "validation.enabled": False if args.no_validation else None})
     for suite in (config.funnel.stage1, config.funnel.stage2):
         try:
             get_suite(suite)
@@ -148,11 +151,18 @@ def _print_summary(campaign, summary) -> None:
           f"{summary['restarts']} restarts)")
     if summary["status"] != "finished":
         print(f"resume with: optforge resume {campaign.id}")
-    for stage, suite in ((2, cfg.funnel.stage2), (1, cfg.funnel.stage1)):
-        top = store.top(3, campaign=campaign.id, suite=suite)
-        if top:
-            print(f"best on {suite}:")
-            for r in top:
-                print(f"  #{r.program.id} {r.program.name}: score {r.score:.3f}, "
-                      f"complexity {r.program.complexity}")
-            break
+    top = campaign.finalists(3)
+    if top:
+        suite = top[0].evaluation.suite
+        print(f"best on {suite} (stage {top[0].evaluation.stage}):")
+        for r in top:
+            print(f"  #{r.program.id} {r.program.name}: score on {suite} {r.score:.3f}, "
+                  f"complexity {r.program.complexity}")
+    from ..stages import STAGE_VALIDATION
+    from .validate_cmd import format_validation, stored_validation
+    for ev in sorted(store.evaluations(campaign=campaign.id, stage=STAGE_VALIDATION),
+                     key=lambda e: e.id):
+        name = store.get_program(ev.program_id).name
+        print()
+        print(format_validation(stored_validation(ev, name),
+                                f"held-out validation of #{ev.program_id} {name}"))

@@ -31,6 +31,8 @@ from store import (
 )
 
 from ..errors import UserError
+from ..stages import STAGE_VALIDATION
+from .validate_cmd import format_validation, stored_validation
 
 
 def register(sub) -> None:
@@ -49,7 +51,8 @@ def register(sub) -> None:
     p.set_defaults(func=_guard(run_top))
 
     p = sub.add_parser("show", help="a program: source, simplified source, LaTeX, "
-                                    "evaluations with per-task scores, parents")
+                                    "evaluations with per-task scores, held-out "
+                                    "validations, parents")
     p.add_argument("id", metavar="ID", help="program id or structural hash prefix")
     p.add_argument("--campaign", metavar="C", help="only evaluations of this campaign")
     _common(p, json_flag=True)
@@ -190,6 +193,8 @@ def run_top(args: argparse.Namespace) -> int:
         if suite is None:
             summaries = [s for s in st.suites(campaign=camp_id)
                          if stage is None or s.stage == stage]
+            if stage is None:  # held-out validation scores are never what a ranking is on
+                summaries = [s for s in summaries if s.stage != STAGE_VALIDATION]
             if summaries:
                 # Winners are chosen on the latest funnel stage; scores of different suites
                 # are not comparable, so rank on one suite.
@@ -239,10 +244,14 @@ def run_show(args: argparse.Namespace) -> int:
         parent_names = {e.parent_id: st.get_program(e.parent_id).name for e in parents}
         children = st.children(prog.id)
     simplified, latex, why = _derived_forms(prog.source)
+    validations = [e for e in evals if e.stage == STAGE_VALIDATION]
     if args.json:
         _print_json({"program": _program_json(prog), "simplified_source": simplified,
                      "latex": latex,
                      "evaluations": [_evaluation_json(e) for e in evals],
+                     "validations": [{"evaluation": e.id, "campaign_id": e.campaign_id,
+                                      **stored_validation(e, prog.name)}
+                                     for e in validations],
                      "parents": [{"id": e.parent_id, "name": parent_names[e.parent_id],
                                   "mutation": e.mutation, "campaign_id": e.campaign_id}
                                  for e in parents],
@@ -277,17 +286,25 @@ def run_show(args: argparse.Namespace) -> int:
     _table(["id", "campaign", "suite", "stage", "status", "score", "best lr", "wall s",
             "worker"],
            [[str(e.id), "-" if e.campaign_id is None else str(e.campaign_id), e.suite,
-             str(e.stage), e.status, _fmt(e.score), _fmt(e.best_lr, ".3g"),
+             f"{e.stage} (validation)" if e.stage == STAGE_VALIDATION else str(e.stage),
+             e.status, _fmt(e.score), _fmt(e.best_lr, ".3g"),
              _fmt(e.wall_time, ".1f"), e.worker or "-"] for e in evals])
     for e in evals:
         if e.error:
             print(f"evaluation {e.id} error: {e.error.strip().splitlines()[0]}")
-    best = max((e for e in evals if e.finite), key=lambda e: e.score, default=evals[-1])
-    if best.tasks:
+    selected = [e for e in evals if e.stage != STAGE_VALIDATION]
+    best = max((e for e in selected if e.finite), key=lambda e: e.score,
+               default=selected[-1] if selected else None)
+    if best is not None and best.tasks:
         print(f"\nper-task scores (evaluation {best.id}, suite {best.suite}):")
         _table(["task", "status", "score", "loss", "best lr"],
                [[t.task, t.status, _fmt(t.score), _fmt(t.loss), _fmt(t.best_lr, ".3g")]
                 for t in best.tasks])
+    for e in validations:
+        where = f", campaign {e.campaign_id}" if e.campaign_id is not None else ""
+        print()
+        print(format_validation(stored_validation(e, prog.name),
+                                f"held-out validation (evaluation {e.id}{where})"))
     return 0
 
 

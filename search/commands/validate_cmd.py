@@ -146,7 +146,8 @@ def format_validation(data: Mapping[str, Any], title: str) -> str:
                      + "  ".join(f"{c:>6}" for c in cells)
                      + f"  {_num(t.get('loss'), '10.4g'):>10}  {_num(t.get('best_lr'), '8.3g'):>8}"
                      f"  {spread_text:>13}  {t['status']}")
-    lines += ["", f"score on {suite} (geometric mean over {len(tasks)} tasks):"]
+    n = len(tasks)
+    lines += ["", f"score on {suite} (geometric mean over {n} task{'' if n == 1 else 's'}):"]
     rows = [(f"{data['rule']} (the rule)", data["score"])]
     rows += [(COMPARATOR_LABELS.get(n, n), s) for n, s in (data.get("comparators") or {}).items()]
     label_width = max(len(label) for label, _ in rows)

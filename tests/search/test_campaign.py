@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 import dsl
-from search.config import CampaignConfig, Evolution, Funnel, Simplify
+from search.config import CampaignConfig, Evolution, Funnel, Simplify, Validation
 from search.engine import HURDLE_WINDOW, Campaign
 from store import Store
 from store.errors import StoreError
@@ -22,7 +22,7 @@ CONFIG = CampaignConfig(
     evolution=Evolution(population=4, tournament=2, restart_after=50),
     funnel=Funnel(stage1="tiny", stage2="tiny", threshold=-10.0, stage2_max=1, screen="tiny",
                   hurdle=0.5),
-    simplify=Simplify(enabled=False))
+    simplify=Simplify(enabled=False), validation=Validation(suite="tiny"))
 
 
 def history(store: Store, campaign_id: int):
@@ -48,10 +48,11 @@ def reference(tmp_path_factory):
 
 def test_campaign_spends_its_budget_and_records_everything(reference, tmp_path):
     summary, hist = reference
-    full = [h for h in hist if h[1] > 0]  # stage 0 is the screening, outside the budget
+    full = [h for h in hist if h[1] in (1, 2)]  # screening (0), validation (3): no budget
     assert summary["status"] == "finished"
     assert summary["evaluations"] == len(full) <= CONFIG.budget
     assert [h[1] for h in hist].count(2) == 1  # the funnel re-scored the best once
+    assert [h[1] for h in hist][-1:] == [3]  # and validated it last
     assert summary["children"] >= len(full) - 2
     stage1 = [h[0] for h in hist if h[1] == 1]
     assert len(set(stage1)) == len(stage1)
@@ -66,7 +67,7 @@ def test_no_screening_when_the_funnel_has_none(tmp_path):
     config = replace(CONFIG, funnel=replace(CONFIG.funnel, screen=""), budget=4)
     summary, hist = run_serial(tmp_path / "plain.db", "plain", config)
     assert summary["screenings"] == 0 and not [h for h in hist if h[1] == 0]
-    assert summary["evaluations"] == len(hist)
+    assert summary["evaluations"] == len([h for h in hist if h[1] != 3])
 
 
 def test_the_hurdle_is_a_quantile_of_the_recent_screening_scores(tmp_path):
@@ -96,7 +97,8 @@ def signalled_cli_run(tmp_path, name: str, sig: int, workers: int = 1) -> tuple[
                    '[evolution]\npopulation = 4\ntournament = 2\nrestart_after = 50\n'
                    '[funnel]\nstage1 = "tiny"\nstage2 = "tiny"\nthreshold = -10.0\n'
                    'stage2_max = 1\nscreen = "tiny"\nhurdle = 0.5\n'
-                   '[simplify]\nenabled = false\n')  # CONFIG, as TOML
+                   '[simplify]\nenabled = false\n'
+                   '[validation]\nsuite = "tiny"\n')  # CONFIG, as TOML
     proc = subprocess.Popen([sys.executable, "-m", "search", "run", str(cfg), "--workers",
                              str(workers),
                              "--name", name, "--db", db, "--no-progress"],

@@ -34,6 +34,19 @@ def test_screening_defaults_and_campaigns_stored_before_it():
     assert config_from_dict(old, "stored").funnel.screen == ""
 
 
+def test_validation_defaults_and_campaigns_stored_before_it():
+    cfg = default_config()
+    assert cfg.validation.enabled and cfg.validation.candidates == 1
+    assert cfg.validation.suite == "validation"
+    assert CampaignConfig().validation == cfg.validation  # a TOML without [validation]
+    old = cfg.to_dict()
+    del old["validation"]
+    assert not config_from_dict(old, "stored").validation.enabled  # resumes as it was made
+    assert config_from_dict(cfg.to_dict(), "stored") == cfg
+    over = cfg.with_overrides(**{"validation.enabled": False})
+    assert not over.validation.enabled
+
+
 @pytest.mark.parametrize("text,message", [
     ("budgt = 3\n", "unknown key 'budgt'"),
     ("budget = 'many'\n", "'budget' must be a int"),
@@ -45,6 +58,12 @@ def test_screening_defaults_and_campaigns_stored_before_it():
     ("[evolution]\nstrategy = 'annealing'\n", "'evolution' or 'random'"),
     ("[funnel]\nscreen = 'huge'\n", "funnel.screen must be one of tiny, small, medium"),
     ("[funnel]\nhurdle = 1.5\n", "hurdle must be a quantile between 0 and 1"),
+    ("[validation]\ncandidates = 0\n", "validation.candidates must be >= 1"),
+    ("[validation]\ncandidates = 1.5\n", "'candidates' must be a int"),
+    ("[validation]\nsuite = 'heldout'\n", "validation.suite must be one of tiny, small"),
+    ("[validation]\nenabled = 'yes'\n", "'enabled' must be a bool"),
+    ("[validation]\nwinners = 2\n", "unknown key 'winners'"),
+    ("validation = true\n", "[validation] must be a table"),
 ])
 def test_bad_configuration_is_a_one_line_user_error(tmp_path, text, message):
     f = tmp_path / "bad.toml"

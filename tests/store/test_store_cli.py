@@ -152,6 +152,38 @@ def test_show(db, capsys):
     assert data["latex"] and data["simplified_source"].startswith("def grandchild(")
 
 
+def test_validations_are_shown_apart_and_never_ranked_on(db, capsys):
+    """A campaign's held-out validation (stage 3, `search.stages`): `top` does not rank on
+    it by default, `show` prints it under its own heading, not as the program's scores."""
+    adamw, child, _ = db["ids"]
+    comparators = {"adamw": {"score": 1.0, "loss": 0.5, "best_lr": 1e-3, "status": "ok"},
+                   "lion": {"score": 0.8, "loss": 0.6, "best_lr": 1e-4, "status": "ok"}}
+    with Store(db["url"]) as st:
+        for _ in range(3):  # more evaluations than any other stage
+            st.add_evaluation(child, campaign=1, suite="validation", stage=3, status="ok",
+                              score=3.0, tasks=[TaskResultRecord(
+                                  "task0", "ok", 3.0, 0.2, 1e-3,
+                                  metrics={"seed_scores": [2.5, 3.5], "comparators": comparators,
+                                           "suite_version": "abc"})])
+    code, out, err = run(capsys, "top", "--db", db["url"])
+    assert code == 0, err
+    assert out.splitlines()[0] == "top 1 in all campaigns, suite medium"
+    code, out, err = run(capsys, "show", str(child), "--db", db["url"])
+    assert code == 0, err
+    assert "per-task scores (evaluation 2, suite small):" in out
+    assert "3 (validation)" in out
+    held_out = out.split("held-out validation (evaluation 5, campaign 1): ok")[1]
+    assert "suite validation (version abc; held out: never selected on)" in held_out
+    row = next(line for line in held_out.splitlines() if line.startswith("task0 "))
+    assert row.split() == ["task0", "3.000", "0.800", "-", "0.2", "0.001", "2.500-3.500", "ok"]
+    assert "score on validation (geometric mean over 1 task)" in held_out
+    code, out, _ = run(capsys, "show", str(child), "--db", db["url"], "--json")
+    validations = json.loads(out)["validations"]
+    assert [v["evaluation"] for v in validations] == [5, 6, 7]
+    assert validations[0]["comparators"] == {"adamw": 1.0, "lion": 0.8}
+    assert validations[0]["tasks"]["task0"]["seed_spread"] == [2.5, 3.5]
+
+
 def test_show_by_hash_prefix(db, capsys):
     with Store(db["url"], create=False) as st:
         h = st.get_program(db["ids"][0]).structural_hash
