@@ -46,6 +46,19 @@ def test_a_merged_run_is_the_run_of_the_whole_grid(tiny):
         merge_runs(low, low)
 
 
+def test_merged_curves_are_the_curves_of_the_whole_grid(tiny):
+    task = tiny.task("mlp_digits")
+    kernel = compile_kernel(rule(SGD))
+    whole = train_replicas(task, kernel, task.lrs, task.seeds, record_every=10)
+    low = train_replicas(task, kernel, task.lrs[:3], task.seeds, record_every=10)
+    high = train_replicas(task, kernel, task.lrs[3:], task.seeds, record_every=10)
+    merged = merge_runs(high, low)
+    assert [step for step, _ in merged.curve] == [10, 20, 30] == \
+        [step for step, _ in whole.curve]
+    for (_, a), (_, b) in zip(merged.curve, whole.curve):
+        assert same_floats(a, b)
+
+
 def test_a_rescaled_rule_is_tuned_past_the_grid_to_the_plain_rules_loss(tiny):
     """SGD at 0.001 * lr wants rates 1000x the grid's: it gets them, and its loss at rate x
     is plain SGD's at 0.001 * x."""
