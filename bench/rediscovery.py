@@ -34,7 +34,7 @@ import torch
 from evaluators import evaluate_many
 from evaluators.pool import EvaluatorPool
 from evaluators.validation import validate
-from search.config import CampaignConfig, Evolution, Funnel, Simplify
+from search.config import CampaignConfig, Evolution, Funnel, Simplify, Validation
 from search.engine import Campaign
 from store import Store
 
@@ -47,7 +47,10 @@ def run(store: Store, strategy: str, args) -> dict:
         funnel=Funnel(stage1="small", stage2="medium", threshold=1.0,
                       stage2_max=args.stage2_max, hurdle=args.hurdle,
                       screen=args.screen if strategy == "evolution" else args.control_screen),
-        simplify=Simplify(enabled=False))
+        simplify=Simplify(enabled=False),
+        # the winner is validated by `--report ... --rescore K --validate`, chosen on stage 2
+        # over every milestone's best
+        validation=Validation(enabled=False))
     name = f"rediscovery-{strategy}-{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     campaign = Campaign.create(store, config, name)
     start = time.perf_counter()

@@ -31,7 +31,7 @@ from store import (
 )
 
 from ..errors import UserError
-from ..stages import STAGE_VALIDATION
+from ..stages import STAGE1, STAGE2, STAGE_VALIDATION
 from .validate_cmd import format_validation, stored_validation
 
 
@@ -158,16 +158,43 @@ def _evaluation_json(e: EvaluationRecord) -> dict:
 
 # ---- campaigns -----------------------------------------------------------------------------
 
+def decisive_best(st, campaign_id: int) -> tuple[float | None, str | None, int | None]:
+    """A campaign's best: ``(score, suite, stage)`` at the latest funnel stage it reached
+    (stage 2 if any, else stage 1), where its winners are chosen; screenings (stage 0) and
+    held-out validations (stage 3) are never its best."""
+    funnel = [x for x in st.suites(campaign=campaign_id) if x.stage in (STAGE1, STAGE2)]
+    if not funnel:
+        return None, None, None
+    last = max(funnel, key=lambda x: (x.stage, x.evaluations))
+    top = st.top(1, campaign=campaign_id, suite=last.suite, stage=last.stage)
+    return (top[0].score if top else None), last.suite, last.stage
+
+
+def validation_score(st, campaign_id: int) -> tuple[float | None, str | None]:
+    """The score of the campaign's latest held-out validation (its winner's), and the suite."""
+    evals = [e for e in st.evaluations(campaign=campaign_id, stage=STAGE_VALIDATION)]
+    if not evals:
+        return None, None
+    last = max(evals, key=lambda e: e.id)
+    return last.score, last.suite
+
+
 def run_campaigns(args: argparse.Namespace) -> int:
     with _open(args) as st:
         stats = [st.campaign_stats(c.id) for c in st.campaigns()]
+        best = {s.campaign.id: decisive_best(st, s.campaign.id) for s in stats}
+        held_out = {s.campaign.id: validation_score(st, s.campaign.id) for s in stats}
     if args.json:
         _print_json([{"id": s.campaign.id, "name": s.campaign.name,
                       "status": s.campaign.status, "created_at": s.campaign.created_at,
                       "updated_at": s.campaign.updated_at,
                       "finished_at": s.campaign.finished_at,
                       "evaluations": s.evaluations, "programs": s.programs,
-                      "by_status": dict(s.by_status), "best_score": s.best_score,
+                      "by_status": dict(s.by_status),
+                      "best": {"score": best[s.campaign.id][0], "suite": best[s.campaign.id][1],
+                               "stage": best[s.campaign.id][2]},
+                      "validation": {"score": held_out[s.campaign.id][0],
+                                     "suite": held_out[s.campaign.id][1]},
                       "total_wall_time": s.total_wall_time,
                       "suites": [{"suite": x.suite, "stage": x.stage,
                                   "evaluations": x.evaluations} for x in s.suites],
@@ -176,9 +203,13 @@ def run_campaigns(args: argparse.Namespace) -> int:
     if not stats:
         print("no campaigns yet", file=sys.stderr)
         return 0
-    _table(["id", "name", "status", "evaluations", "programs", "best", "created (UTC)"],
+    def scored(score: float | None, suite: str | None) -> str:
+        return "-" if score is None else f"{_fmt(score)} on {suite}"
+    _table(["id", "name", "status", "evaluations", "programs", "best", "validation",
+            "created (UTC)"],
            [[str(s.campaign.id), s.campaign.name, s.campaign.status, str(s.evaluations),
-             str(s.programs), _fmt(s.best_score),
+             str(s.programs), scored(*best[s.campaign.id][:2]),
+             scored(*held_out[s.campaign.id]),
              s.campaign.created_at.strftime("%Y-%m-%d %H:%M")] for s in stats])
     return 0
 

@@ -82,11 +82,30 @@ def test_campaigns_table_and_json(db, capsys):
     assert lines[0].split()[:3] == ["id", "name", "status"]
     assert lines[1].split()[:5] == ["1", "lion-hunt", "running", "4", "3"]
     assert lines[2].split()[:5] == ["2", "empty", "running", "0", "0"]
+    # the best is stage 2's, where winners are chosen (not stage 1's higher 1.2)
+    assert "1.1 on medium" in lines[1] and lines[2].split()[5:7] == ["-", "-"]
     code, out, _ = run(capsys, "campaigns", "--db", db["url"], "--json")
     data = json.loads(out)
     assert [c["name"] for c in data] == ["lion-hunt", "empty"]
-    assert data[0]["best_score"] == 1.2 and data[0]["config"] == {"seed": 7}
+    assert data[0]["best"] == {"score": 1.1, "suite": "medium", "stage": 2}
+    assert data[0]["validation"] == {"score": None, "suite": None}
+    assert data[0]["config"] == {"seed": 7}
     assert data[0]["by_status"] == {"diverged": 1, "ok": 3}
+
+
+def test_campaigns_best_is_never_a_screening_or_a_validation(db, capsys):
+    with Store(db["url"]) as st:
+        child = db["ids"][1]
+        st.add_evaluation(child, campaign=1, suite="tiny", stage=0, status="ok", score=3.0,
+                          tasks=tasks(3.0))
+        st.add_evaluation(child, campaign=1, suite="validation", stage=3, status="ok",
+                          score=2.5, tasks=tasks(2.5))
+    code, out, _ = run(capsys, "campaigns", "--db", db["url"], "--json")
+    data = json.loads(out)[0]
+    assert data["best"] == {"score": 1.1, "suite": "medium", "stage": 2}
+    assert data["validation"] == {"score": 2.5, "suite": "validation"}
+    code, out, _ = run(capsys, "campaigns", "--db", db["url"])
+    assert "1.1 on medium" in out and "2.5 on validation" in out
 
 
 def test_db_from_environment(db, capsys, monkeypatch):
