@@ -111,11 +111,13 @@ def _drive(campaign, workers: int, args) -> int:
         bar = tqdm(total=campaign.config.budget, unit="eval", initial=campaign.counters.evaluations,
                    dynamic_ncols=True, file=sys.stderr)
 
+        stage1 = campaign.config.funnel.stage1  # the bar's best is the stage-1 best
+
         def progress(c):
             bar.n = c.evaluations
             best = "-" if c.best_score == float("-inf") else f"{c.best_score:.3f}"
             trained = c.stage1_evaluations / c.children if c.children else 0.0
-            bar.set_postfix_str(f"best {best} | hits {c.hit_rate:.0%} | "
+            bar.set_postfix_str(f"best on {stage1} {best} | hits {c.hit_rate:.0%} | "
                                 f"trained {trained:.0%} of children | {c.phase}")
         campaign.progress = progress
     try:
