@@ -98,6 +98,20 @@ def _scaled(name: str, base: str, steps: float, seeds: tuple[int, ...] | None = 
     return make
 
 
+def _mixed(name: str, longer: dict[str, float], default: float = 1.0,
+           seeds: tuple[int, ...] = (0,), per_decade: int = 1) -> Callable[[], Suite]:
+    """`medium`'s models on `seeds` and a grid of `per_decade` rates per decade, each task at
+    `longer[task]` times medium's steps (`default` where not named): the cheap tasks can
+    afford the reference's horizon."""
+    def make() -> Suite:
+        tasks = tuple(t.with_(steps=round(longer.get(t.name, default) * t.steps), seeds=seeds,
+                              lrs=lr_grid(math.log10(t.lrs[0]), math.log10(t.lrs[-1]),
+                                          per_decade))
+                      for t in get_suite("medium").tasks)
+        return Suite(name, tasks, "medium's models, mixed horizons")
+    return make
+
+
 VARIANTS: dict[str, Callable[[], Suite]] = {
     **{name: partial(legacy_suite, name) for name in LEGACY},
     "small*3": _scaled("small*3", "small", 3.0),
@@ -107,7 +121,16 @@ VARIANTS: dict[str, Callable[[], Suite]] = {
     "medium/2-1seed": _scaled("medium/2-1seed", "medium", 1 / 2, (0,)),
     "medium/2-decades": _scaled("medium/2-decades", "medium", 1 / 2, (0, 1), per_decade=1),
     "medium/3-decades": _scaled("medium/3-decades", "medium", 1 / 3, (0, 1), per_decade=1),
+    "medium-1seed-decades": _scaled("medium-1seed-decades", "medium", 1.0, (0,), per_decade=1),
+    "medium*1.5-1seed-decades": _scaled("medium*1.5-1seed-decades", "medium", 1.5, (0,),
+                                        per_decade=1),
+    "stage1-mix": _mixed("stage1-mix", {"quadratic": 3.0, "rosenbrock": 3.0,
+                                        "logreg_cancer": 3.0, "teacher_student": 3.0}),
+    "stage2-mix": _mixed("stage2-mix", {"quadratic": 3.0, "rosenbrock": 3.0,
+                                        "logreg_cancer": 3.0, "teacher_student": 3.0},
+                         default=2.0, seeds=(0, 1), per_decade=2),
     "medium*2": _scaled("medium*2", "medium", 2.0),
+    "medium*2-2seeds": _scaled("medium*2-2seeds", "medium", 2.0, (0, 1)),
 }
 
 

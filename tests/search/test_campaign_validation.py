@@ -189,10 +189,12 @@ def test_the_run_summary_prints_the_validation(tmp_path, capsys):
                    'stage2_max = 1\nscreen = ""\n[simplify]\nenabled = false\n'
                    '[validation]\nsuite = "tiny"\n')
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    assert main(["run", str(cfg), "--workers", "1", "--db", db, "--no-progress"]) == 0
+    # named: two runs in one second would get the same default name
+    assert main(["run", str(cfg), "--workers", "1", "--db", db, "--no-progress",
+                 "--name", "first"]) == 0
     out = capsys.readouterr().out
     assert "held-out validation of #" in out and "score on tiny (geometric mean" in out
     assert main(["run", str(cfg), "--workers", "1", "--db", db, "--no-progress",
-                 "--no-validation", "--json"]) == 0
+                 "--no-validation", "--json", "--name", "second"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["validation"] == [] and data["winner"] is not None
