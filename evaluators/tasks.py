@@ -9,11 +9,11 @@ past that end (`evaluators.jobs.extend_lr_grid`): a rule may rescale its learnin
 A `Suite` is a named tuple of tasks. Suites grow by cost:
 
 * ``tiny``   for tests: a whole suite in well under a second of training;
-* ``small``  search stage 1: about 1.5 s of training per candidate on one core (measured
-  1.5-1.7 s on a lightly loaded 2-core machine, 2.8 s at load average 4);
-* ``medium`` about 10x ``small``: funnel stage 2;
-* ``reference`` `medium`'s models at 3x its steps: the stand-in for real training that
-  `bench/proxy_fidelity.py` ranks the search suites against (never searched on);
+* ``small``  search stage 1: about 3 s of training per candidate on one core;
+* ``medium`` search stage 2, where winners are chosen: about 6x ``small``;
+* ``reference`` the pre-redesign ``medium`` (2026-11) at 3x its steps: the stand-in for real
+  training that `bench/proxy_fidelity.py` ranks the search suites against (never searched
+  on). ``small`` and ``medium`` train its models, on fewer seeds and up to its horizon;
 * ``validation`` held out: models and data that no search suite uses
   (`evaluators.validation_tasks`); never selected on, the honest estimate of what a
   campaign found (`optforge validate`).
@@ -212,47 +212,57 @@ def _scale_for_cuda(t: Task) -> Task:
 # heavy-ball SGD larger ones.
 _GRIDS = {"tiny": lr_grid(-4, 2, 1),       # decades 1e-4 .. 100 (7 rates)
           "small": lr_grid(-4, 2, 1),      # decades 1e-4 .. 100 (7 rates)
-          "medium": lr_grid(-4, 2, 2)}     # half decades 1e-4 .. 100 (13 rates)
-_SEEDS = {"tiny": (0,), "small": (0,), "medium": (0, 1, 2)}
-_BUDGET_S = {"tiny": 20.0, "small": 60.0, "medium": 300.0}
-REFERENCE_HORIZON = 3  # the reference suite trains medium's models this many times longer
+          "medium": lr_grid(-4, 2, 2),     # half decades 1e-4 .. 100 (13 rates)
+          "reference": lr_grid(-4, 2, 2)}
+_SEEDS = {"tiny": (0,), "small": (0,), "medium": (0, 1), "reference": (0, 1, 2)}
+_BUDGET_S = {"tiny": 20.0, "small": 60.0, "medium": 300.0, "reference": 900.0}
 
 # Per task and size: (model arguments, data arguments, steps, batch size). `tiny` is for tests
-# and screening. `small` (search stage 1) was redesigned against the long-horizon reference
-# with bench/proxy_fidelity.py (README, "How candidates are scored"): `medium`'s models on one
-# seed and a decade grid, the cheap tasks (quadratic, Rosenbrock, logistic regression,
-# teacher-student) at the reference's horizon and the costly ones (the digits MLP and CNN,
-# the char LM) at medium's. Short horizons were what made the old `small` rank poorly: its
-# 30-step digits MLP ranked programs against the reference at Spearman -0.04.
+# and screening. `reference` is the pre-redesign `medium` (2026-11) at 3x its steps, 3 seeds:
+# the stand-in for real training. The search stages were redesigned against it with
+# bench/proxy_fidelity.py (README, "How candidates are scored"), both on the reference's
+# models: `small` (stage 1) on one seed and a decade grid, the cheap tasks (quadratic,
+# Rosenbrock, logistic regression, teacher-student) at the reference's horizon and the costly
+# ones (the digits MLP and CNN, the char LM) at a third of it; `medium` (stage 2) on two seeds
+# and the half-decade grid, the cheap tasks at the reference's horizon and the costly ones at
+# two thirds of it. Short horizons were what made the old suites rank poorly: the old
+# `small`'s 30-step digits MLP ranked programs against the reference at Spearman -0.04.
 _SIZES: dict[str, dict[str, tuple[dict, dict, int, int]]] = {
     "quadratic": {
         "tiny": (dict(dim=32), {}, 60, 16),
         "small": (dict(dim=256), {}, 1800, 16),
-        "medium": (dict(dim=256), {}, 600, 16)},
+        "medium": (dict(dim=256), {}, 1800, 16),
+        "reference": (dict(dim=256), {}, 1800, 16)},
     "rosenbrock": {
         "tiny": (dict(dim=2), {}, 100, 1),
         "small": (dict(dim=4), {}, 3000, 1),
-        "medium": (dict(dim=4), {}, 1000, 1)},
+        "medium": (dict(dim=4), {}, 3000, 1),
+        "reference": (dict(dim=4), {}, 3000, 1)},
     "logreg_cancer": {
         "tiny": ({}, {}, 30, 32),
         "small": ({}, {}, 1200, 32),
-        "medium": ({}, {}, 400, 32)},
+        "medium": ({}, {}, 1200, 32),
+        "reference": ({}, {}, 1200, 32)},
     "mlp_digits": {
         "tiny": (dict(hidden=(32,)), {}, 30, 32),
         "small": (dict(hidden=(128, 128)), {}, 300, 64),
-        "medium": (dict(hidden=(128, 128)), {}, 300, 64)},
+        "medium": (dict(hidden=(128, 128)), {}, 600, 64),
+        "reference": (dict(hidden=(128, 128)), {}, 900, 64)},
     "cnn_digits": {
         "tiny": (dict(c1=4, c2=8), {}, 20, 16),
         "small": (dict(c1=8, c2=16), {}, 200, 32),
-        "medium": (dict(c1=8, c2=16), {}, 200, 32)},
+        "medium": (dict(c1=8, c2=16), {}, 400, 32),
+        "reference": (dict(c1=8, c2=16), {}, 600, 32)},
     "char_lm": {
         "tiny": (dict(d_model=16, context=16, val_windows=16), {}, 20, 4),
         "small": (dict(d_model=32, context=16, val_windows=64), {}, 200, 8),
-        "medium": (dict(d_model=32, context=16, val_windows=64), {}, 200, 8)},
+        "medium": (dict(d_model=32, context=16, val_windows=64), {}, 400, 8),
+        "reference": (dict(d_model=32, context=16, val_windows=64), {}, 600, 8)},
     "teacher_student": {
         "tiny": (dict(hidden=(16,) * 4), {}, 40, 32),
         "small": (dict(hidden=(64,) * 4), {}, 600, 64),
-        "medium": (dict(hidden=(64,) * 4), {}, 200, 64)},
+        "medium": (dict(hidden=(64,) * 4), {}, 600, 64),
+        "reference": (dict(hidden=(64,) * 4), {}, 600, 64)},
 }
 
 # What does not change with size.
@@ -276,10 +286,6 @@ _FIXED: dict[str, tuple[str, dict, str | None, dict, str]] = {
 
 
 def _tasks(size: str) -> tuple[Task, ...]:
-    if size == "reference":
-        return tuple(t.with_(steps=REFERENCE_HORIZON * t.steps,
-                             time_budget_s=REFERENCE_HORIZON * t.time_budget_s)
-                     for t in _tasks("medium"))
     if size == "validation":
         from .validation_tasks import VALIDATION_TASKS  # it imports this module
         return VALIDATION_TASKS
@@ -299,9 +305,10 @@ def _builtin(name: str) -> Suite:
         "tiny": "for tests: a whole suite in under a second",
         "small": "search stage 1: medium's models, one seed, the cheap tasks at the "
                  "reference's horizon; about 3 s per candidate on one CPU core",
-        "medium": "funnel stage 2: about 10x small",
-        "reference": "medium's models trained 3x longer: the stand-in for real training "
-                     "that the fidelity benchmark ranks suites against",
+        "medium": "search stage 2, where winners are chosen: the reference's models, two "
+                  "seeds, up to its horizon",
+        "reference": "the pre-redesign medium trained 3x longer: the stand-in for real "
+                     "training that the fidelity benchmark ranks suites against",
         "validation": "held out: models and data no search suite uses; never selected on",
     }
     return Suite(name, _tasks(name), descriptions[name])

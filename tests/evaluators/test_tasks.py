@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from evaluators import SUITES, SuiteError, Task, get_suite
-from evaluators.tasks import REFERENCE_HORIZON, SEARCH_SUITES, Suite, lr_grid
+from evaluators.tasks import SEARCH_SUITES, Suite, lr_grid
 
 TASKS = {"quadratic", "rosenbrock", "logreg_cancer", "mlp_digits", "cnn_digits", "char_lm",
          "teacher_student"}
@@ -37,12 +37,19 @@ def test_versions_are_stable_and_distinct():
     assert get_suite("tiny").version == Suite("tiny", get_suite("tiny").tasks).version
 
 
-def test_the_reference_trains_mediums_models_three_times_longer():
-    medium, reference = get_suite("medium"), get_suite("reference")
-    assert REFERENCE_HORIZON >= 3
-    for m, r in zip(medium.tasks, reference.tasks):
-        assert r == m.with_(steps=REFERENCE_HORIZON * m.steps,
-                            time_budget_s=REFERENCE_HORIZON * m.time_budget_s)
+def test_the_search_stages_train_the_references_models_up_to_its_horizon():
+    """`reference` is the pre-redesign medium at 3x its steps; both search stages train its
+    models and data, stage 1 on fewer seeds and rates than stage 2, neither longer than it."""
+    small, medium, reference = (get_suite(n) for n in ("small", "medium", "reference"))
+    for s, m, r in zip(small.tasks, medium.tasks, reference.tasks):
+        assert s.name == m.name == r.name
+        assert (s.model, s.model_args, s.data, s.data_args, s.batch_size) == \
+            (r.model, r.model_args, r.data, r.data_args, r.batch_size) == \
+            (m.model, m.model_args, m.data, m.data_args, m.batch_size)
+        assert s.steps <= m.steps <= r.steps
+        assert len(s.seeds) < len(m.seeds) < len(r.seeds)
+        assert len(s.lrs) < len(m.lrs) == len(r.lrs)
+    assert [t.steps for t in reference.tasks] == [1800, 3000, 1200, 900, 600, 600, 600]
 
 
 def test_validation_models_and_data_are_used_by_no_search_suite():
@@ -60,9 +67,9 @@ def test_validation_models_and_data_are_used_by_no_search_suite():
         if t.model not in new_classes:
             assert len(dict(t.model_args)["hidden"]) > depth
     assert not {t.data for t in validation.tasks} & {t.data for t in searched}
-    horizon = max(t.steps for t in get_suite("medium").tasks
-                  if t.model not in ("quadratic", "rosenbrock"))
-    assert max(t.steps for t in validation.tasks) >= 3 * horizon
+    # one horizon at least 3x the pre-redesign medium's longest: as long as the reference's
+    assert max(t.steps for t in validation.tasks) >= \
+        max(t.steps for t in get_suite("reference").tasks)
 
 
 def test_changing_a_task_changes_the_version():
