@@ -112,6 +112,15 @@ def _mixed(name: str, longer: dict[str, float], default: float = 1.0,
     return make
 
 
+def _lean(name: str, steps: dict[str, int], drop: tuple[str, ...]) -> Callable[[], Suite]:
+    """`small` without the tasks in `drop`, the named ones at other step counts."""
+    def make() -> Suite:
+        tasks = tuple(t.with_(steps=steps.get(t.name, t.steps)) for t in get_suite("small").tasks
+                      if t.name not in drop)
+        return Suite(name, tasks, "small, leaner")
+    return make
+
+
 VARIANTS: dict[str, Callable[[], Suite]] = {
     **{name: partial(legacy_suite, name) for name in LEGACY},
     "small*3": _scaled("small*3", "small", 3.0),
@@ -129,6 +138,12 @@ VARIANTS: dict[str, Callable[[], Suite]] = {
     "stage2-mix": _mixed("stage2-mix", {"quadratic": 3.0, "rosenbrock": 3.0,
                                         "logreg_cancer": 3.0, "teacher_student": 3.0},
                          default=2.0, seeds=(0, 1), per_decade=2),
+    "stage1-lean": _lean("stage1-lean", {"mlp_digits": 150}, drop=("cnn_digits", "char_lm")),
+    "stage1-lean2": _lean("stage1-lean2", {"logreg_cancer": 600, "teacher_student": 400}, ()),
+    "stage1-lean3": _lean("stage1-lean3", {"logreg_cancer": 400, "teacher_student": 300,
+                                           "rosenbrock": 2000}, ()),
+    "stage1-synthetic": _lean("stage1-synthetic", {},
+                              drop=("mlp_digits", "cnn_digits", "char_lm")),
     "medium*2": _scaled("medium*2", "medium", 2.0),
     "medium*2-2seeds": _scaled("medium*2-2seeds", "medium", 2.0, (0, 1)),
 }
