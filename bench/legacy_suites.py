@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evaluators import Suite, Task  # noqa: E402
-from evaluators.schedules import CONSTANT  # noqa: E402
+from evaluators.schedules import CONSTANT, WARMUP_COSINE  # noqa: E402
 from evaluators.tasks import _FIXED, _args, lr_grid  # noqa: E402
 
 __all__ = ["LEGACY", "legacy_suite"]
@@ -41,12 +41,14 @@ _SIZES = {
 _SEEDS = {"small": (0, 1), "medium": (0, 1, 2)}
 _BUDGET_S = {"small": 30.0, "medium": 300.0}
 
-LEGACY = tuple(f"{size}@2026-11" for size in _SIZES)
+LEGACY = tuple(f"{size}@2026-11{kind}" for size in _SIZES for kind in ("", "+cosine"))
 
 
 def legacy_suite(name: str) -> Suite:
-    """``small@2026-11`` or ``medium@2026-11``: that suite as it was, at a constant rate."""
+    """``small@2026-11`` or ``medium@2026-11``: that suite as it was, at a constant rate;
+    with ``+cosine``, its tasks under today's warm-up + cosine schedule instead."""
     size = name.split("@")[0]
+    schedule = WARMUP_COSINE if name.endswith("+cosine") else CONSTANT
     if name not in LEGACY:
         raise ValueError(f"unknown legacy suite {name!r} (choose from {', '.join(LEGACY)})")
     tasks = []
@@ -55,5 +57,5 @@ def legacy_suite(name: str) -> Suite:
         tasks.append(Task(task_name, model, _args(**model_kw, **sized_model), data,
                           _args(**data_kw, **sized_data), steps=steps, batch_size=batch,
                           metric=metric, lrs=lr_grid(-4, 2, 2), seeds=_SEEDS[size],
-                          time_budget_s=_BUDGET_S[size], schedule=CONSTANT))
-    return Suite(name, tuple(tasks), f"{size} as of 2026-11-23, constant learning rate")
+                          time_budget_s=_BUDGET_S[size], schedule=schedule))
+    return Suite(name, tuple(tasks), f"{size} as of 2026-11-23")
