@@ -1,7 +1,7 @@
 """Every seed optimizer's score on a suite (default `small`): the table a search is judged
 against.
 
-    python bench/seed_leaderboard.py [--suite small] [--workers 2] [--json FILE]
+    python bench/seed_leaderboard.py [--suite small] [--workers 2] [--seeds S ...] [--json FILE]
 
 Scores are already ratios against references measured on this machine: per task, tuned
 AdamW's final loss over the seed's, both at their own best learning rates, so AdamW scores
@@ -30,9 +30,15 @@ def main() -> int:
     ap.add_argument("--suite", default="small", choices=evaluators.SUITES)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--seeds", nargs="+", metavar="SEED", help="only these seeds")
     args = ap.parse_args()
 
     names = seeds.seed_names()
+    if args.seeds:
+        unknown = sorted(set(args.seeds) - set(names))
+        if unknown:
+            ap.error(f"unknown seeds: {', '.join(unknown)}")
+        names = tuple(args.seeds)
     programs = [seeds.load_seed(n) for n in names]
     start = time.perf_counter()
     with evaluators.EvaluatorPool(args.workers) as pool:
