@@ -302,6 +302,12 @@ def test_batched_interpreter_equals_each_replica_alone(p, dtype, shape, seed):
     """Three steps of R replicas at once, with per-replica learning rates and
     hyperparameters; each step is compared with the replicas run one by one from the same
     parameter and state, so rounding differences cannot compound over steps."""
+    if dtype == torch.float32 and any(s.op in MATRIX_OPS for s in p.body):
+        # A batched float32 matmul rounds differently from a single one (~1e-7), and an op
+        # such as sqrt near zero magnifies that past any fixed tolerance: sqrt(orth(w))
+        # differed by 2.6e-6. Matrix ops are compared in float64 here; the kernel's tests
+        # check float32 bit for bit against the interpreter on the same layout.
+        dtype = torch.float64
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn((REPLICAS,) + shape, generator=gen, dtype=dtype)
     curvature = torch.rand(w.shape, generator=gen, dtype=dtype) + 0.5
