@@ -53,7 +53,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from .trainer import Status, TaskRun
 
@@ -253,9 +253,15 @@ def save_baselines(suite_name: str, version: str, directory: Path,
                    baselines: Mapping[str, Baseline]) -> Path:
     """Write atomically (two processes computing the same baselines both succeed)."""
     path = _baseline_path(directory, suite_name, version)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"suite": suite_name, "version": version,
                "tasks": {name: asdict(b) for name, b in baselines.items()}}
+    return write_json_atomically(path, payload)
+
+
+def write_json_atomically(path: Path, payload: Any) -> Path:
+    """Write `payload` as JSON to `path` through a temporary file and a rename, so readers
+    never see half a file and two processes writing the same file both succeed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -45,7 +44,8 @@ from dsl import Program, parse, structural_hash
 from .evaluation import EvalResult, _assemble, _as_failed, baseline_programs, ensure_baselines
 from .jobs import Job, error_run, run_job
 from .pool import HARD_LIMIT, WORKER_DIED, EvaluatorPool
-from .scoring import Baseline, cache_dir, clip_score, geometric_mean, loss_ratio, score_task
+from .scoring import (Baseline, cache_dir, clip_score, geometric_mean, loss_ratio, score_task,
+                      write_json_atomically)
 from .tasks import Suite, get_suite
 from .trainer import Status, TaskRun
 
@@ -228,18 +228,7 @@ def save_comparators(suite: Suite, directory: Path,
             tasks[t.task][c.name] = _comparator_task_json(t)
     payload = {"suite": suite.name, "version": suite.version, "rules": _rule_hashes(),
                "tasks": tasks}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return write_json_atomically(path, payload)
 
 
 def _from_baselines(suite: Suite, baselines: Mapping[str, Baseline]) -> dict[str, Comparator]:

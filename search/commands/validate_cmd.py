@@ -22,20 +22,11 @@ import sys
 from typing import Any, Mapping
 
 from ..errors import UserError
+from .eval_cmd import _positive_int
 
 VALIDATION_SUITE = "validation"  # evaluators.validation.VALIDATION_SUITE, without importing it
 COMPARATOR_LABELS = {"adamw": "AdamW", "lion": "Lion", "sgd_momentum": "SGD with momentum"}
 _SHORT = {"lion": "Lion", "sgd_momentum": "SGD-m"}  # the table's comparator columns
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def register(sub) -> None:
