@@ -146,7 +146,7 @@ def _sigterm_as_ctrl_c():
 
 
 def _print_summary(campaign, summary) -> None:
-    store, cfg = campaign.store, campaign.config
+    store = campaign.store
     print(f"campaign {campaign.id}: {summary['status']} after {summary['evaluations']} "
           f"evaluations ({summary['children']} children, cache hit rate "
           f"{summary['hit_rate']:.0%}, {summary['screenings']} screenings, "

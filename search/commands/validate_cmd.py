@@ -14,7 +14,6 @@ are trained once per suite version and cached, so a second validation trains onl
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os

@@ -169,7 +169,7 @@ def test_show_prints_the_validation_named_as_such(finished, capsys):
     assert main(["show", str(winner), "--db", db]) == 0
     out = capsys.readouterr().out
     assert "3 (validation)" in out
-    assert f"held-out validation (evaluation" in out and f"campaign {cid})" in out
+    assert "held-out validation (evaluation" in out and f"campaign {cid})" in out
     assert "task scores on tiny" in out and "score on tiny (geometric mean over 7 tasks)" in out
     assert "AdamW = 1.000 on every task by construction" in out
     assert main(["show", str(winner), "--db", db, "--json"]) == 0
