@@ -76,6 +76,16 @@ def _index_plan(gen: torch.Generator, steps: int, batch_size: int, n: int) -> Te
     return torch.randint(n, (steps, batch_size), generator=gen)
 
 
+def _dense_stack(dims: Sequence[int]) -> tuple[Shapes, int]:
+    """The parameter shapes (``layer{k}.weight`` ``[out, in]``, ``layer{k}.bias``) and the
+    forward FLOPs per example of dense layers ``dims[0] -> dims[1] -> ...``."""
+    shapes = []
+    for k in range(len(dims) - 1):
+        shapes.append((f"layer{k}.weight", (dims[k + 1], dims[k])))
+        shapes.append((f"layer{k}.bias", (dims[k + 1],)))
+    return tuple(shapes), 2 * sum(a * b for a, b in zip(dims, dims[1:]))
+
+
 def _per_replica_mean(x: Tensor, replicas: int) -> Tensor:
     return x.reshape(replicas, -1).mean(dim=1)
 
@@ -224,12 +234,7 @@ class MLP(_Supervised):
         self.act, self.gain = self.ACTIVATIONS[activation]
         self.dims = [data.x_train.shape[1], *hidden, out]
         self.regression = out == 1
-        shapes = []
-        for k in range(len(self.dims) - 1):
-            shapes.append((f"layer{k}.weight", (self.dims[k + 1], self.dims[k])))
-            shapes.append((f"layer{k}.bias", (self.dims[k + 1],)))
-        self.shapes = tuple(shapes)
-        self.flops_per_example = 2 * sum(a * b for a, b in zip(self.dims, self.dims[1:]))
+        self.shapes, self.flops_per_example = _dense_stack(self.dims)
 
     def init(self, gen):
         params = []
@@ -587,12 +592,7 @@ class Autoencoder(_Supervised):
         in_dim = data.x_train.shape[1]
         self.dims = [in_dim, *encoder, code, *reversed(tuple(encoder)), in_dim]
         self.code_layer = len(encoder)  # the layer whose output is the code
-        shapes = []
-        for k in range(len(self.dims) - 1):
-            shapes.append((f"layer{k}.weight", (self.dims[k + 1], self.dims[k])))
-            shapes.append((f"layer{k}.bias", (self.dims[k + 1],)))
-        self.shapes = tuple(shapes)
-        self.flops_per_example = 2 * sum(a * b for a, b in zip(self.dims, self.dims[1:]))
+        self.shapes, self.flops_per_example = _dense_stack(self.dims)
 
     def _activated(self, k: int) -> bool:
         return k != self.code_layer and k < len(self.dims) - 2
