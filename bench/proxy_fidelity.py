@@ -52,7 +52,8 @@ import dsl  # noqa: E402
 import seeds  # noqa: E402
 from evaluators import EvaluatorPool, Job, Suite, get_suite  # noqa: E402
 from evaluators.scoring import (SCORE_FLOOR, baseline_from_runs, cache_dir,  # noqa: E402
-                                clip_score, geometric_mean, score_task, task_loss)
+                                candidate_status, clip_score, geometric_mean, score_task,
+                                suite_score, task_loss)
 from evaluators.tasks import SUITES, lr_grid  # noqa: E402
 from evaluators.trainer import Status, TaskRun  # noqa: E402
 from legacy_suites import LEGACY, legacy_suite  # noqa: E402  (bench/legacy_suites.py)
@@ -212,24 +213,31 @@ def train_panel(suite: Suite, programs: list[dsl.Program], pool: EvaluatorPool,
 
 # ---- the score definitions ----------------------------------------------------------------
 
+def _baselines(runs, suite: Suite) -> dict:
+    """Each task's baselines, from the panel's own SGD-with-momentum and AdamW runs."""
+    return {t.name: baseline_from_runs(runs["sgd_momentum"][t.name], runs["adamw"][t.name])
+            for t in suite.tasks}
+
+
 def loss_ratio_scores(runs, suite: Suite) -> dict[str, float]:
+    """The product's score, assembled as `evaluators.evaluate` assembles it."""
+    bases = _baselines(runs, suite)
     out = {}
     for name, by_task in runs.items():
-        tasks = [score_task(by_task[t.name], baseline_from_runs(runs["sgd_momentum"][t.name],
-                                                                 runs["adamw"][t.name]))
-                 for t in suite.tasks]
-        ok = any(s.status == Status.OK.value for s in tasks)
-        out[name] = geometric_mean(s.score for s in tasks) if ok else SCORE_FLOOR
+        tasks = [score_task(by_task[t.name], bases[t.name]) for t in suite.tasks]
+        ok = candidate_status(tasks) == Status.OK.value
+        out[name] = suite_score(tasks) if ok else SCORE_FLOOR
     return out
 
 
 def sgd_adamw_gap_scores(runs, suite: Suite) -> dict[str, float]:
     """The unit before this benchmark (see module doc), with its 2% minimum gap."""
+    bases = _baselines(runs, suite)
     out = {}
     for name, by_task in runs.items():
         values = []
         for t in suite.tasks:
-            base = baseline_from_runs(runs["sgd_momentum"][t.name], runs["adamw"][t.name])
+            base = bases[t.name]
             loss = task_loss(by_task[t.name])[0]
             if loss is None:
                 values.append(-1.0)
@@ -244,16 +252,12 @@ def sgd_adamw_gap_scores(runs, suite: Suite) -> dict[str, float]:
 def _steps_to(run: TaskRun, target: float) -> float:
     """The first recorded step at which some learning rate's mean loss over seeds (failed
     replicas at their initial loss) is at or below `target`; inf if none."""
-    best = math.inf
     for step, losses in run.curve:
         for row in losses:
             vals = [v if math.isfinite(v) else l0 for v, l0 in zip(row, run.initial_losses)]
             if sum(vals) / len(vals) <= target:
-                best = min(best, step)
-                break
-        if best < math.inf:
-            break
-    return best
+                return step
+    return math.inf
 
 
 def steps_to_target_scores(runs, suite: Suite) -> dict[str, float]:
