@@ -50,7 +50,8 @@ from evaluators import EvalResult, evaluate, evaluate_many, evaluate_on_suites
 from evaluators.pool import EvaluatorPool
 from evaluators.scoring import geometric_mean
 from evaluators.validation import ValidationReport, validate
-from store import RankedProgram, Store
+from store import Checkpoint, Lease, LeaseLost, RankedProgram, Store, Transaction
+from store import leases
 from store.records import TaskResultRecord
 
 from .config import CampaignConfig, config_from_dict
@@ -110,42 +111,54 @@ class Campaign:
     """One search campaign bound to a store. `run()` (or `resume`) drives it to the end."""
 
     def __init__(self, store: Store, config: CampaignConfig, campaign_id: int,
-                 progress: Callable[[Counters], None] | None = None):
+                 progress: Callable[[Counters], None] | None = None,
+                 lease_ttl: float = leases.DEFAULT_TTL):
         self.store, self.config, self.id = store, config, campaign_id
-        self.rng = np.random.default_rng(config.seed)
+        self.programs: dict[int, Program] = {}
+        self.progress = progress
+        self.stop_requested = False
+        self.lease_ttl = lease_ttl
+        self.lease: Lease | None = None  # held while `run` runs
+        self._reset()
+        reserve = config.funnel.stage2_max + (
+            config.simplify.max_ablations + 2 if config.simplify.enabled else 0)
+        self.stage1_budget = max(1, config.budget - min(reserve, config.budget // 3))
+
+    def _reset(self) -> None:
+        """The search state of a campaign that has committed nothing."""
+        self.rng = np.random.default_rng(self.config.seed)
         self.counters = Counters()
         self.population: list[Member] = []
-        self.programs: dict[int, Program] = {}
         self.caches: dict[str, dict[str, Member]] = {"structural": {}, "canonical": {},
                                                      "fingerprint": {}}
         self.in_flight: dict[str, int] = {}  # structural hash -> child number, stage 1
         self.screening: dict[str, int] = {}  # the same, screenings on the pool
         self.screened: dict[str, float] = {}  # screening key -> score, replayed on resume
         self.screen_cache: dict[str, float] = {}  # fingerprint -> screening score
-        self.progress = progress
-        self.stop_requested = False
-        reserve = config.funnel.stage2_max + (
-            config.simplify.max_ablations + 2 if config.simplify.enabled else 0)
-        self.stage1_budget = max(1, config.budget - min(reserve, config.budget // 3))
+        self.sequence: int | None = None  # of the last checkpoint this state includes
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
     def create(cls, store: Store, config: CampaignConfig, name: str, **kw) -> "Campaign":
-        record = store.create_campaign(name, config.to_dict())
+        """A new campaign, stored as paused until `run` takes its lease."""
+        record = store.create_campaign(name, config.to_dict(), status="paused")
         return cls(store, config, record.id, **kw)
 
     @classmethod
     def resume(cls, store: Store, name_or_id, **kw) -> "Campaign":
+        """The campaign as its last checkpoint left it. `run` checks again once it holds
+        the lease, and catches up if another process committed in between."""
         record = store.get_campaign(name_or_id)
         config = config_from_dict(record.config, f"campaign {record.name}")
         campaign = cls(store, config, record.id, **kw)
-        campaign._restore()
+        campaign._restore(store.load_checkpoint(record.id))
         return campaign
 
-    def _restore(self) -> None:
-        cp = self.store.load_checkpoint(self.id)
+    def _restore(self, cp: Checkpoint | None) -> None:
+        self._reset()
         if cp is None:
             return  # killed before its first commit: start afresh
+        self.sequence = cp.sequence
         self.counters = Counters.from_json(dict(cp.counters))
         self.rng.bit_generator.state = cp.rng_state
         self.population = [Member(int(pid), _score(score)) for pid, score, *_ in cp.population]
@@ -164,10 +177,31 @@ class Campaign:
 
     # ---- the run ------------------------------------------------------------------------------
     def run(self, workers: int | None = None) -> dict:
-        """Run (or continue) the campaign; returns a summary. Ctrl-C stops it cleanly."""
-        serial = workers == 1
-        pool = None if serial else EvaluatorPool(workers)
-        self.store.set_campaign_status(self.id, "running")
+        """Run (or continue) the campaign; returns a summary. Ctrl-C stops it cleanly.
+
+        The run holds the campaign's lease (`store.leases`) throughout: a second run of the
+        same campaign is refused with `LeaseHeld` while this one lives, and every commit
+        checks the lease, so a run that lost it (`LeaseLost`) stops without writing."""
+        self.lease = self.store.acquire_lease(self.id, ttl=self.lease_ttl)
+        status = "failed"  # resumable all the same
+        try:
+            cp = self.store.load_checkpoint(self.id)
+            if (cp.sequence if cp else None) != self.sequence:
+                self._restore(cp)  # another process went on since this state was loaded
+            with self.store.heartbeat(self.lease):
+                self._run_phases(workers)
+            status = "paused" if self.stop_requested else "finished"
+        except LeaseLost:
+            self.lease = None  # not ours to release
+            raise
+        finally:
+            if self.lease is not None:
+                self.store.release_lease(self.lease, status)
+                self.lease = None
+        return self.summary(status)
+
+    def _run_phases(self, workers: int | None) -> None:
+        pool = None if workers == 1 else EvaluatorPool(workers)
         try:
             if self.counters.phase == "seeds":
                 self._evaluate_seeds(pool)
@@ -181,15 +215,9 @@ class Campaign:
                 self._validate_finalists(pool)
         except KeyboardInterrupt:
             self.stop_requested = True
-        except BaseException:
-            self.store.set_campaign_status(self.id, "failed")  # resumable all the same
-            raise
         finally:
             if pool is not None:
                 pool.close()
-        status = "paused" if self.stop_requested else "finished"
-        self.store.set_campaign_status(self.id, status)
-        return self.summary(status)
 
     def summary(self, status: str) -> dict:
         """The counters, the winner (the best on stage 2, else on stage 1) and the stored
@@ -411,7 +439,7 @@ class Campaign:
                 tx.add_lineage(record.id, child.parent_id, child.kind, campaign=self.id)
             tx.add_evaluation(record.id, campaign=self.id, stage=SCREEN, **_evaluation(result),
                               key=f"stage0/{child.kind}/{child.number}")
-        self.store.run_in_transaction(write)
+        self._commit(write, checkpoint=False)
         score = _score(result.score)
         self.screen_cache.setdefault(record.fingerprint, score)
         return score
@@ -480,15 +508,13 @@ class Campaign:
         self._cache(record.structural_hash, record.canonical_hash, record.fingerprint, member)
         if c.since_improvement >= self.config.evolution.restart_after:
             self._restart()
-        checkpoint = self._checkpoint()
 
         def write(tx):
             if child.parent_id is not None:
                 tx.add_lineage(record.id, child.parent_id, child.kind, campaign=self.id)
             tx.add_evaluation(record.id, campaign=self.id, stage=STAGE1, **_evaluation(result),
                               key=f"stage1/{child.kind}/{child.number}")
-            tx.save_checkpoint(self.id, **checkpoint)
-        self.store.run_in_transaction(write)
+        self._commit(write)
         if self.progress:
             self.progress(c)
 
@@ -533,15 +559,13 @@ class Campaign:
     def _record_later(self, program_id: int, result: EvalResult, stage: int,
                       parent_id: int | None = None, kind: str | None = None) -> None:
         self.counters.evaluations += 1
-        checkpoint = self._checkpoint()
 
         def write(tx):
             if parent_id is not None:
                 tx.add_lineage(program_id, parent_id, kind, campaign=self.id)
             tx.add_evaluation(program_id, campaign=self.id, stage=stage, **_evaluation(result),
                               key=f"stage{stage}/{program_id}")
-            tx.save_checkpoint(self.id, **checkpoint)
-        self.store.run_in_transaction(write)
+        self._commit(write)
         if self.progress:
             self.progress(self.counters)
 
@@ -594,14 +618,12 @@ class Campaign:
                                                       "best_lr": c.task(t.task).best_lr,
                                                       "status": c.task(t.task).status}
                                              for c in report.comparators}}
-        checkpoint = self._checkpoint()
 
         def write(tx):
             tx.add_evaluation(program_id, campaign=self.id, stage=STAGE_VALIDATION,
                               **_evaluation(report.result, extra),
                               key=f"stage{STAGE_VALIDATION}/{program_id}")
-            tx.save_checkpoint(self.id, **checkpoint)
-        self.store.run_in_transaction(write)
+        self._commit(write)
 
     def _validations_json(self) -> list[dict]:
         """The stored validations, for the summary: the comparators' suite scores are the
@@ -653,8 +675,21 @@ class Campaign:
                 "rng_state": self.rng.bit_generator.state, "counters": counters}
 
     def _checkpoint_now(self) -> None:
-        checkpoint = self._checkpoint()
-        self.store.run_in_transaction(lambda tx: tx.save_checkpoint(self.id, **checkpoint))
+        self._commit(lambda tx: None)
+
+    def _commit(self, write: Callable[[Transaction], None], checkpoint: bool = True) -> None:
+        """One transaction: the lease check, `write(tx)`, and (unless `checkpoint` is
+        False) the checkpoint of the state as it is now, which accounts for the write."""
+        state = self._checkpoint() if checkpoint else None
+
+        def transaction(tx: Transaction) -> int | None:
+            if self.lease is not None:
+                tx.check_lease(self.lease)
+            write(tx)
+            return tx.save_checkpoint(self.id, **state).sequence if state else None
+        sequence = self.store.run_in_transaction(transaction)
+        if sequence is not None:
+            self.sequence = sequence
 
 
 def _score(value: float | None) -> float:

@@ -20,14 +20,16 @@ from .errors import (
     SchemaTooNew,
     StoreError,
 )
+from .leases import Lease, LeaseHeld, LeaseLost
 from .lineage import FORMATS as LINEAGE_FORMATS
 from .lineage import write_lineage
-from .models import CAMPAIGN_STATUSES
+from .models import CAMPAIGN_STATES, CAMPAIGN_STATUSES
 from .programs import ProgramData
 from .records import (
     CampaignRecord,
     CampaignStats,
     Checkpoint,
+    LeaseRecord,
     EvaluationRecord,
     LineageEdge,
     ProgramRecord,
@@ -40,7 +42,8 @@ __all__ = [
     "Store", "Transaction", "DEFAULT_URL", "ENV_VAR", "resolve_url",
     "StoreError", "AlreadyExists", "ConnectionFailed", "DatabaseBusy", "DatabaseNotFound",
     "InvalidRecord", "NotAnOptforgeDatabase", "NotFound", "SchemaOutdated", "SchemaTooNew",
-    "LINEAGE_FORMATS", "write_lineage", "CAMPAIGN_STATUSES", "ProgramData",
+    "Lease", "LeaseHeld", "LeaseLost", "LeaseRecord",
+    "LINEAGE_FORMATS", "write_lineage", "CAMPAIGN_STATUSES", "CAMPAIGN_STATES", "ProgramData",
     "CampaignRecord", "CampaignStats", "Checkpoint", "EvaluationRecord", "LineageEdge",
     "ProgramRecord", "RankedProgram", "SuiteSummary", "TaskResultRecord",
 ]

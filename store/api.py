@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from . import convert, queries, writes
+from . import convert, leases, queries, writes
 from . import models as m
 from .engine import (
     Engines,
@@ -42,6 +42,7 @@ from .engine import (
     with_retries,
 )
 from .errors import ConnectionFailed, DatabaseNotFound, NotAnOptforgeDatabase
+from .leases import Lease
 from .lineage import lineage_graph
 from .records import (
     CampaignRecord,
@@ -93,7 +94,12 @@ class Transaction:
         return convert.program(program_row(self._s, program))
 
     def get_campaign(self, campaign: CampaignRef) -> CampaignRecord:
-        return convert.campaign(campaign_row(self._s, campaign))
+        return convert.campaign(campaign_row(self._s, campaign), leases.db_now(self._s))
+
+    def check_lease(self, lease: Lease) -> None:
+        """Raise `LeaseLost` unless `lease` still holds its campaign: put it first in a
+        transaction, and the transaction's writes happen only while the lease is held."""
+        leases.check(self._s, lease)
 
     def load_checkpoint(self, campaign: CampaignRef) -> Checkpoint | None:
         return queries.checkpoint(self._s, campaign)
@@ -208,7 +214,31 @@ class Store:
         return self._write(lambda s: writes.set_campaign_status(s, campaign, status))
 
     def get_campaign(self, campaign: CampaignRef) -> CampaignRecord:
-        return self._read(lambda s: convert.campaign(campaign_row(s, campaign)))
+        return self._read(lambda s: convert.campaign(campaign_row(s, campaign),
+                                                     leases.db_now(s)))
+
+    # ---- leases (see store.leases) -------------------------------------------------------
+
+    def acquire_lease(self, campaign: CampaignRef, *,
+                      ttl: float = leases.DEFAULT_TTL) -> Lease:
+        """Take the campaign's lease and mark it running; `LeaseHeld` (naming the holder)
+        if another live process holds it."""
+        return self._write(lambda s: leases.acquire(s, campaign, ttl))
+
+    def renew_lease(self, lease: Lease) -> None:
+        """Push the lease's expiry `ttl` seconds ahead; `LeaseLost` if it was taken."""
+        self._write(lambda s: leases.renew(s, lease))
+
+    def release_lease(self, lease: Lease, status: str) -> CampaignRecord:
+        """Give the lease up, setting the campaign's status (paused, finished, failed)."""
+        def run(s: Session) -> CampaignRecord:
+            leases.release(s, lease, status)
+            return convert.campaign(campaign_row(s, lease.campaign_id))
+        return self._write(run)
+
+    def heartbeat(self, lease: Lease) -> leases.Heartbeat:
+        """``with store.heartbeat(lease):`` renews the lease on a thread every ttl/4 s."""
+        return leases.Heartbeat(lambda: self.renew_lease(lease), lease.ttl / 4)
 
     def campaigns(self) -> list[CampaignRecord]:
         return self._read(queries.campaigns)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import leases
 from . import models as m
 from .records import (
     CampaignRecord,
@@ -18,10 +20,14 @@ from .records import (
 )
 
 
-def campaign(row: m.Campaign) -> CampaignRecord:
-    return CampaignRecord(id=row.id, name=row.name, status=row.status,
+def campaign(row: m.Campaign, now: datetime | None = None) -> CampaignRecord:
+    """`now` (the database's clock) decides whether a running campaign's lease is live;
+    without it the stored status is returned (what a writer just set)."""
+    status = row.status if now is None else leases.displayed_status(row, now)
+    return CampaignRecord(id=row.id, name=row.name, status=status,
                           config=dict(row.config or {}), created_at=row.created_at,
-                          updated_at=row.updated_at, finished_at=row.finished_at)
+                          updated_at=row.updated_at, finished_at=row.finished_at,
+                          lease=leases.holder(row))
 
 
 def program(row: m.Program) -> ProgramRecord:

@@ -50,6 +50,8 @@ NAMING_CONVENTION = {
 }
 
 CAMPAIGN_STATUSES = ("running", "paused", "finished", "failed")
+# What a reader may see: a running campaign whose lease is not live reads as interrupted.
+CAMPAIGN_STATES = CAMPAIGN_STATUSES + ("interrupted",)
 
 
 class IEEEFloat(TypeDecorator[float]):
@@ -136,6 +138,12 @@ class Campaign(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # The lease of the process that runs the campaign (store.leases); all NULL when free.
+    lease_token: Mapped[Optional[str]] = mapped_column(String(64))
+    lease_host: Mapped[Optional[str]] = mapped_column(String(255))
+    lease_pid: Mapped[Optional[int]] = mapped_column(Integer)
+    lease_since: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    lease_expires: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint("status IN ('running', 'paused', 'finished', 'failed')",

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import convert
+from . import convert, leases
 from . import models as m
 from .records import (
     CampaignRecord,
@@ -26,7 +26,9 @@ E = m.Evaluation
 
 
 def campaigns(s: Session) -> list[CampaignRecord]:
-    return [convert.campaign(r) for r in s.scalars(select(m.Campaign).order_by(m.Campaign.id))]
+    now = leases.db_now(s)
+    return [convert.campaign(r, now)
+            for r in s.scalars(select(m.Campaign).order_by(m.Campaign.id))]
 
 
 def program_by_hash(s: Session, structural_hash: str) -> ProgramRecord | None:
@@ -209,7 +211,7 @@ def campaign_stats(s: Session, campaign: CampaignRef) -> CampaignStats:
     utc = m.UTCDateTime()
     dialect = s.get_bind().dialect
     return CampaignStats(
-        campaign=convert.campaign(camp),
+        campaign=convert.campaign(camp, leases.db_now(s)),
         evaluations=sum(by_status.values()),
         programs=int(n_programs),
         by_status=dict(sorted(by_status.items())),

@@ -14,14 +14,28 @@ from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
+class LeaseRecord:
+    """Who runs a campaign (see `store.leases`): a process on a host, since when, and until
+    when its lease lasts unless renewed."""
+
+    host: str
+    pid: int
+    since: datetime
+    expires: datetime
+
+
+@dataclass(frozen=True)
 class CampaignRecord:
     id: int
     name: str
-    status: str  # one of CAMPAIGN_STATUSES
+    # One of CAMPAIGN_STATUSES as stored, or "interrupted" when read: stored as running but
+    # its lease is not live (nobody runs it; it can be resumed).
+    status: str
     config: Mapping[str, Any]
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    lease: LeaseRecord | None = None  # the live or expired holder, if one holds it
 
 
 @dataclass(frozen=True)

@@ -120,9 +120,12 @@ def _drive(campaign, workers: int, args) -> int:
             bar.set_postfix_str(f"best on {stage1} {best} | hits {c.hit_rate:.0%} | "
                                 f"trained {trained:.0%} of children | {c.phase}")
         campaign.progress = progress
+    from store.errors import StoreError
     try:
         with _sigterm_as_ctrl_c():
             summary = campaign.run(workers=workers or None)
+    except StoreError as e:  # LeaseHeld (another process runs it), LeaseLost, ...
+        raise UserError(str(e)) from None
     finally:
         if bar is not None:
             bar.close()
