@@ -42,13 +42,18 @@ The program (dead statements dropped) is split by the checker's kinds:
 Reductions keep their reduced shape (``norm(x)`` is a 0-d or all-ones-shaped tensor) and
 broadcast where they are used, instead of materialising the broadcast copy the interpreter
 makes; their values are the same. Generated identifiers are positional (``x3``, ``s0``,
-``F[2]``), so no name in a rule can collide with Python, torch or the generated code.
+``F[2]``), so no name in a rule can collide with Python, torch or the generated code. Only
+hyperparameters keep their names, as the constructor's keywords; where Python would mangle one
+inside a class (``__x``), the constructor is defined outside it. The rule's docstring and
+source are embedded as string literals that read back exactly, whatever characters they hold.
 
-`tests/dsl/test_export.py` checks every path against the reference interpreter.
+`tests/dsl/test_export.py` checks every path against the reference interpreter;
+`tests/dsl/test_export_inputs.py` checks odd docstrings and names.
 """
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import importlib.machinery
 import keyword
@@ -57,6 +62,7 @@ import math
 import re
 import sys
 import types
+import unicodedata
 from dataclasses import dataclass, field
 
 import torch
@@ -77,13 +83,18 @@ RESERVED_HYPERPARAMETER_NAMES = frozenset(
 """Names a hyperparameter cannot have: the constructor's own arguments and the param-group
 keys that torch (or its lr schedulers) use."""
 
-# Names the generated module defines at top level; a class name may not shadow them.
+# Names the generated module imports or defines at top level; a class name may not shadow
+# them. tests/dsl/test_export_inputs.py checks that every global an export reads or binds is
+# one of these, a builtin or a dunder.
 _MODULE_NAMES = frozenset({
     "torch", "RULE_NAME", "RULE_SOURCE", "PROVENANCE", "STRUCTURAL_HASH", "_STATE_KEYS",
     "_HYPER_NAMES", "_BETA_NAMES", "_LOW_PRECISION", "_scalars", "_rule", "_update_param",
     "_update_foreach", "_update_fused", "_compiled_update", "_COMPILED", "_scalar_like",
     "_norm", "_rms", "_mean", "_sum", "_orth", "_row_mean", "_col_mean", "_NS_COEFFS",
-    "_DEFAULT_BETAS", "_number", "_betas_tuple"})
+    "_DEFAULT_BETAS", "_number", "_betas_tuple", "_init"})
+# The generated module calls builtins (float, super, zip, isinstance, ...); a class named like
+# any builtin could shadow one of them.
+_BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 class ExportError(ValueError):
@@ -900,28 +911,49 @@ def _scalar_like(value, like, on_device=False):
 
 
 def default_class_name(program: Program) -> str:
-    """``sgd_momentum`` -> ``SgdMomentum``; names that would not be valid get a prefix."""
+    """``sgd_momentum`` -> ``SgdMomentum``; names that would not be valid get a prefix or a
+    suffix (``exception`` -> ``ExceptionOptimizer``, not the builtin)."""
     parts = [part for part in re.split(r"_+", program.name) if part]
     name = "".join(part[:1].upper() + part[1:] for part in parts) or "Exported"
     if not name[0].isalpha():
         name = "Rule" + name
-    if keyword.iskeyword(name) or name in _MODULE_NAMES:
+    if _class_name_problem(name) is not None:
         name += "Optimizer"
     return name
 
 
+def _class_name_problem(name: str) -> str | None:
+    """Why `name` cannot name the exported class, or None when it can."""
+    if not isinstance(name, str) or not name.isidentifier():
+        return "is not a Python identifier (letters, digits and '_', not starting with a digit)"
+    normal = unicodedata.normalize("NFKC", name)
+    if normal != name:
+        return f"is not in Python's normal form: Python would read it as {normal!r}"
+    if keyword.iskeyword(name):
+        return "is a Python keyword"
+    if name.startswith("__"):
+        return "starts with '__', which Python reserves for its own names (__all__, __name__)"
+    if name in _BUILTIN_NAMES:
+        return ("is a Python builtin, which the generated module may use (float, super, zip, "
+                "isinstance, ...)")
+    if name in _MODULE_NAMES:
+        return "is a name the generated module imports or defines itself (torch, RULE_NAME, ...)"
+    return None
+
+
 def _check_names(program: Program, class_name: str) -> None:
-    if not class_name.isidentifier() or keyword.iskeyword(class_name):
-        raise ExportError(f"class name {class_name!r} is not a Python identifier")
-    if class_name in _MODULE_NAMES or class_name.startswith("__"):
-        raise ExportError(f"class name {class_name!r} is used by the generated module; "
-                          f"choose another")
+    problem = _class_name_problem(class_name)
+    if problem is not None:
+        raise ExportError(f"class name {class_name!r} {problem}; choose another name")
     for name, _ in program.hyperparams:
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise ExportError(f"hyperparameter {name!r} of rule {program.name!r} is not a "
+                              f"Python identifier; rename it in the rule")
         if name in RESERVED_HYPERPARAMETER_NAMES:
             raise ExportError(
                 f"hyperparameter '{name}' of rule '{program.name}' has the name of an "
-                f"optimizer argument or param-group key ({', '.join(sorted(RESERVED_HYPERPARAMETER_NAMES))}); "
-                f"rename it in the rule")
+                f"optimizer argument or param-group key "
+                f"({', '.join(sorted(RESERVED_HYPERPARAMETER_NAMES))}); rename it in the rule")
 
 
 def _beta_names(program: Program) -> list[str]:
@@ -945,11 +977,27 @@ def _state_keys(program: Program) -> list[str]:
 
 
 def _literal(text: str) -> str:
-    """A Python string literal for `text`, readable where possible (raw triple quotes)."""
-    if '"""' not in text and not text.endswith("\\") and "\r" not in text:
-        return 'r"""' + text + '"""'
-    escaped = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    return '"""' + escaped + '"""'
+    """A Python string literal that reads back as `text`, whatever it holds. Plain triple
+    quotes where they can (raw where there are backslashes: LaTeX stays readable), else triple
+    quotes with escapes for backslashes, runs of three quotes, a final quote and every
+    character that is not printable (NUL and other control characters, lone surrogates), which
+    a source file cannot hold."""
+    plain = text.replace("\n", "").replace("\t", "")
+    if '"""' not in text and not text.endswith(("\\", '"')) and plain.isprintable():
+        return ('r"""' if "\\" in text else '"""') + text + '"""'
+    tail = '\\"' if text.endswith('"') else ""  # else it would run into the closing quotes
+    body = text[:-1] if tail else text
+    escaped = "".join(map(_escape, body)).replace('"""', '\\"\\"\\"')
+    return '"""' + escaped + tail + '"""'
+
+
+def _escape(c: str) -> str:
+    """One character as it stands in a non-raw string literal."""
+    if c == "\\":
+        return "\\\\"
+    if c in "\n\t" or c.isprintable():
+        return c
+    return c.encode("unicode_escape").decode("ascii")  # \x00, \r, \u2028, \ud800, ...
 
 
 def export_module(program: Program, class_name: str | None = None, provenance: str = "",
@@ -960,7 +1008,8 @@ def export_module(program: Program, class_name: str | None = None, provenance: s
     `dsl.RuleError` for a program that fails the checker and `ExportError` for names that
     cannot be used."""
     program = ensure_valid(program)
-    class_name = class_name or default_class_name(program)
+    if class_name is None:  # "" is a name, and refused
+        class_name = default_class_name(program)
     _check_names(program, class_name)
     lr = DEFAULT_LR if default_lr is None else float(default_lr)
     if not (math.isfinite(lr) and lr >= 0):
@@ -1071,17 +1120,28 @@ def _render_class(program: Program, class_name: str, lr: float, hyper_names: lis
                          for n in hyper_names)
     betas_doc = (f"        betas: ({', '.join(betas)}) as one tuple, as torch's optimizers "
                  f"take them.\n" if betas else "")
-    doc = (f'    """The rule \'{program.name}\' as a torch optimizer (see the module '
-           f'docstring for its math).\n\n    Args:\n        params: parameters or param '
-           f'groups, as for any torch optimizer.\n        lr: learning rate (default '
-           f'{_num(lr)}).\n' + (args_doc + "\n" if args_doc else "") + betas_doc +
-           '        foreach: use torch._foreach_* ops over a group (default: when all its\n'
-           '            parameters are on CUDA).\n'
-           '        compile: run each step as one torch.compile\'d function per group.\n    """')
-    return [f"class {class_name}(torch.optim.Optimizer):", doc, "",
-            f"    def __init__({sig}):",
-            f"        self._setup(params, lr, {hyper_dict}, betas, foreach, compile)",
-            "",
+    doc = (f"The rule '{program.name}' as a torch optimizer (see the module docstring for "
+           f"its math).\n\n    Args:\n        params: parameters or param groups, as for any "
+           f"torch optimizer.\n        lr: learning rate (default {_num(lr)}).\n"
+           + (args_doc + "\n" if args_doc else "") + betas_doc +
+           "        foreach: use torch._foreach_* ops over a group (default: when all its\n"
+           "            parameters are on CUDA).\n"
+           "        compile: run each step as one torch.compile'd function per group.\n    ")
+    init = f"self._setup(params, lr, {hyper_dict}, betas, foreach, compile)"
+    mangled = [n for n in hyper_names if n.startswith("__") and not n.endswith("__")]
+    if not mangled:
+        return [f"class {class_name}(torch.optim.Optimizer):", "    " + _literal(doc), "",
+                f"    def __init__({sig}):", f"        {init}", "",
+                _CLASS_BODY.strip("\n")]
+    # Inside a class body Python renames (mangles) an argument named __x to _Class__x, and
+    # Class(params, __x=...) would fail: the constructor is defined outside the class.
+    private = f"_{class_name.lstrip('_')}{mangled[0]}"
+    return [f"def _init({sig}):",
+            f"    # {class_name}.__init__, defined here: inside the class, Python would rename",
+            f"    # the argument {mangled[0]} to {private}.",
+            f"    {init}", "", "",
+            f"class {class_name}(torch.optim.Optimizer):", "    " + _literal(doc), "",
+            "    __init__ = _init  # see there", "",
             _CLASS_BODY.strip("\n")]
 
 
@@ -1268,7 +1328,7 @@ def optimizer_class(program: Program, class_name: str | None = None, provenance:
     module is registered in `sys.modules` (so its optimizers pickle) under a name derived
     from the structural hash."""
     source = export_module(program, class_name, provenance, default_lr)
-    name = class_name or default_class_name(program)
+    name = default_class_name(program) if class_name is None else class_name
     module_name = f"optforge_exported_{structural_hash(program)[:16]}_{name}"
     filename = f"<optforge export {module_name}>"
     module = types.ModuleType(module_name)
