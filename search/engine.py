@@ -196,9 +196,19 @@ class Campaign:
             raise
         finally:
             if self.lease is not None:
-                self.store.release_lease(self.lease, status)
-                self.lease = None
+                self._release(status)
         return self.summary(status)
+
+    def _release(self, status: str) -> None:
+        """Give the lease up. If the database fails here too (a full disk, a lost server),
+        the error that ended the run matters more: the lease then expires (or dies with
+        this process) and the campaign reads as interrupted."""
+        lease, self.lease = self.lease, None
+        try:
+            self.store.release_lease(lease, status)
+        except Exception:
+            if status != "failed":
+                raise
 
     def _run_phases(self, workers: int | None) -> None:
         pool = None if workers == 1 else EvaluatorPool(workers)

@@ -120,12 +120,18 @@ def _drive(campaign, workers: int, args) -> int:
             bar.set_postfix_str(f"best on {stage1} {best} | hits {c.hit_rate:.0%} | "
                                 f"trained {trained:.0%} of children | {c.phase}")
         campaign.progress = progress
+    from sqlalchemy.exc import DBAPIError
+
+    from store.engine import describe_db_error
     from store.errors import StoreError
     try:
         with _sigterm_as_ctrl_c():
             summary = campaign.run(workers=workers or None)
     except StoreError as e:  # LeaseHeld (another process runs it), LeaseLost, ...
         raise UserError(str(e)) from None
+    except DBAPIError as e:  # a full disk, a server gone: what was committed is kept
+        raise UserError(f"the database failed: {describe_db_error(e)}; what was committed "
+                        f"is kept: {resume_command(campaign)}") from None
     finally:
         if bar is not None:
             bar.close()
@@ -155,7 +161,7 @@ def _print_summary(campaign, summary) -> None:
           f"{summary['hit_rate']:.0%}, {summary['screenings']} screenings, "
           f"{summary['restarts']} restarts)")
     if summary["status"] != "finished":
-        print(f"resume with: optforge resume {campaign.id}")
+        print(resume_command(campaign))
     top = campaign.finalists(3)
     if top:
         suite = top[0].evaluation.suite
@@ -171,3 +177,12 @@ def _print_summary(campaign, summary) -> None:
         print()
         print(format_validation(stored_validation(ev, name),
                                 f"held-out validation of #{ev.program_id} {name}"))
+
+
+def resume_command(campaign) -> str:
+    """How to go on with `campaign`, naming its database unless it is the default one."""
+    from store.engine import resolve_url
+
+    store = campaign.store
+    db = "" if store.display_url == resolve_url(None) else f" --db '{store.display_url}'"
+    return f"resume with: optforge resume {campaign.id}{db}"
