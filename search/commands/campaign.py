@@ -131,7 +131,7 @@ def _drive(campaign, workers: int, args) -> int:
         raise UserError(str(e)) from None
     except DBAPIError as e:  # a full disk, a server gone: what was committed is kept
         raise UserError(f"the database failed: {describe_db_error(e)}; what was committed "
-                        f"is kept: {resume_command(campaign)}") from None
+                        f"is kept (resume with: {resume_command(campaign)})") from None
     finally:
         if bar is not None:
             bar.close()
@@ -161,7 +161,7 @@ def _print_summary(campaign, summary) -> None:
           f"{summary['hit_rate']:.0%}, {summary['screenings']} screenings, "
           f"{summary['restarts']} restarts)")
     if summary["status"] != "finished":
-        print(resume_command(campaign))
+        print(f"resume with: {resume_command(campaign)}")
     top = campaign.finalists(3)
     if top:
         suite = top[0].evaluation.suite
@@ -185,4 +185,4 @@ def resume_command(campaign) -> str:
 
     store = campaign.store
     db = "" if store.display_url == resolve_url(None) else f" --db '{store.display_url}'"
-    return f"resume with: optforge resume {campaign.id}{db}"
+    return f"optforge resume {campaign.id}{db}"

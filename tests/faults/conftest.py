@@ -44,9 +44,10 @@ def optforge(*args: str, **popen) -> subprocess.Popen:
                             **popen)
 
 
-def start_run(db: str, name: str, directory: Path, workers: int = 1) -> subprocess.Popen:
+def start_run(db: str, name: str, directory: Path, workers: int = 1,
+              **popen) -> subprocess.Popen:
     return optforge("run", str(config_file(directory)), "--workers", str(workers),
-                    "--name", name, "--db", db, "--no-progress")
+                    "--name", name, "--db", db, "--no-progress", **popen)
 
 
 def wait_for_evaluations(proc: subprocess.Popen, db: str, n: int) -> None:
