@@ -50,8 +50,15 @@ from evaluators import EvalResult, evaluate, evaluate_many, evaluate_on_suites
 from evaluators.pool import EvaluatorPool
 from evaluators.scoring import geometric_mean
 from evaluators.validation import ValidationReport, validate
-from store import Checkpoint, Lease, LeaseLost, RankedProgram, Store, Transaction
-from store import leases
+from store import (
+    Checkpoint,
+    Lease,
+    LeaseLost,
+    RankedProgram,
+    Store,
+    Transaction,
+    leases,
+)
 from store.records import TaskResultRecord
 
 from .config import CampaignConfig, config_from_dict

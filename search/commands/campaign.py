@@ -51,8 +51,9 @@ def _open_store(url, create=True):
 
 
 def run(args) -> int:
-    from ..engine import Campaign
     from evaluators import SuiteError, get_suite
+
+    from ..engine import Campaign
 
     config = load_config(args.config).with_overrides(
         budget=args.budget, workers=args.workers, seed=args.seed, name=args.name,
@@ -76,8 +77,9 @@ def run(args) -> int:
 
 
 def resume(args) -> int:
-    from ..engine import Campaign
     from store.errors import StoreError
+
+    from ..engine import Campaign
 
     with _open_store(args.db, create=False) as store:
         try:

@@ -5,7 +5,6 @@ stays consistent, and a resume reproduces the undisturbed run exactly."""
 from __future__ import annotations
 
 import errno
-import os
 import resource
 import sqlite3
 import subprocess

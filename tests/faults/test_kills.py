@@ -4,6 +4,7 @@ lost and nothing trained twice."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -70,11 +71,10 @@ def test_a_worker_killed_under_a_campaign_costs_at_most_its_one_child(tmp_path):
         time.sleep(0.05)
     for pid in victims[:1]:
         try:
-            import os
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:  # it finished its work and left: nothing to kill
             victims = []
-    out, err = proc.communicate()
+    _, err = proc.communicate()
     assert proc.returncode == 0, err
     assert victims, "no evaluator worker was found to kill"
     with Store(db, create=False) as store:
