@@ -124,6 +124,7 @@ def _drive(campaign, workers: int, args) -> int:
         campaign.progress = progress
     from sqlalchemy.exc import DBAPIError
 
+    from evaluators.scoring import EvaluationError
     from store.engine import describe_db_error
     from store.errors import StoreError
     try:
@@ -131,6 +132,9 @@ def _drive(campaign, workers: int, args) -> int:
             summary = campaign.run(workers=workers or None)
     except StoreError as e:  # LeaseHeld (another process runs it), LeaseLost, ...
         raise UserError(str(e)) from None
+    except EvaluationError as e:  # a broken task or workers that cannot start
+        raise UserError(f"cannot evaluate: {e}; what was committed is kept (resume with: "
+                        f"{resume_command(campaign)})") from None
     except DBAPIError as e:  # a full disk, a server gone: what was committed is kept
         raise UserError(f"the database failed: {describe_db_error(e)}; what was committed "
                         f"is kept (resume with: {resume_command(campaign)})") from None
