@@ -31,6 +31,8 @@ from .ops import OPS, UNARY_MINUS
 MAX_SOURCE_CHARS = 50_000
 MAX_STATEMENTS = 1_000
 MAX_DEPTH = 100  # nesting of one expression; the printer stays well below it
+_MAX_SOURCE_BYTES = 4 * MAX_SOURCE_CHARS  # each character takes 1 to 4 bytes in UTF-8
+_TOO_LONG = f"source is longer than {MAX_SOURCE_CHARS:,} characters; not a rule file?"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
@@ -93,14 +95,25 @@ def load_rules(path) -> tuple[Program, ...]:
 
 
 def read_rule_file(path) -> str:
+    """The text of the rule file at `path` (UTF-8; newlines read as text mode reads them).
+    A UTF-8 character takes at most 4 bytes, so at most ``4 * MAX_SOURCE_CHARS + 1`` bytes
+    are read: a huge file, or ``/dev/zero``, is refused without being read whole."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        with open(path, "rb") as f:
+            data = f.read(_MAX_SOURCE_BYTES + 1)
+    except OSError as e:
+        raise RuleError(Diagnostic(e.strerror or str(e), str(path))) from None
+    if len(data) > _MAX_SOURCE_BYTES:  # then it holds more than MAX_SOURCE_CHARS characters
+        raise RuleError(Diagnostic(_TOO_LONG, str(path)))
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise RuleError(Diagnostic(f"not UTF-8 text ({e.reason} at byte {e.start})",
                                    str(path))) from None
-    except OSError as e:
-        raise RuleError(Diagnostic(e.strerror or str(e), str(path))) from None
+    source = text.replace("\r\n", "\n").replace("\r", "\n")
+    if len(source) > MAX_SOURCE_CHARS:
+        raise RuleError(Diagnostic(_TOO_LONG, str(path)))
+    return source
 
 
 class _Fail(Exception):
@@ -128,8 +141,7 @@ class _Module:
 
     def parse(self) -> tuple[Program, ...]:
         if len(self.source) > MAX_SOURCE_CHARS:
-            raise _Fail(Diagnostic(f"source is longer than {MAX_SOURCE_CHARS} characters",
-                                   self.filename))
+            raise _Fail(Diagnostic(_TOO_LONG, self.filename))
         try:
             with warnings.catch_warnings():  # e.g. SyntaxWarning: invalid escape sequence
                 warnings.simplefilter("ignore")

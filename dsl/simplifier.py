@@ -11,11 +11,34 @@
 The algebraic step is accepted only when it lowers (complexity, statements) and the result
 behaves the same on the fingerprint probes, so a sympy identity that fails at the edges of
 the domain (``x / x = 1`` at 0) never slips through.
+
+Bounds. sympy computes exactly and cannot be cancelled, so a rule such as
+``lr * g * 10 ** 10 ** 10`` (an integer with ten billion digits) or ``(g + 1) ** 100000`` (a
+polynomial to expand) would run for hours; in the rule's own float semantics the first is
+just ``inf``. Three bounds keep every call finite:
+  * power (hard): on every path from the root of an expression to a leaf, the product of
+    the exponents' magnitudes (``square`` counts 2; a non-constant exponent counts the sum
+    of the magnitudes of its constants, which sympy may split off: ``x**(t + 3)``) is at
+    most `MAX_POWER`. Constants reach sympy as integers below 2**53, halves or floats, so
+    no exact number sympy builds has more than about ``53 * MAX_POWER`` bits per constant;
+  * expansion (soft): `sympy.simplify` runs only on expressions whose multiplied-out form
+    has at most `MAX_EXPANDED_TERMS` terms by the estimate of `expanded_terms` (other
+    expressions still go through sympy's automatic evaluation, which never expands), as
+    it runs only on expressions of at most `SYMPY_SIMPLIFY_MAX_NODES` nodes;
+  * time (hard): one `simplify` call may use `SIMPLIFY_CPU_SECONDS` of the process's CPU
+    time (the main thread only: a one-shot ``ITIMER_VIRTUAL`` timer whose handler raises
+    between two bytecodes; in other threads the structural bounds alone apply).
+A hard bound makes `simplify_bounded` return the input program unsimplified together with
+the bound it hit; `simplify` then returns the input. The bounds are far above what real
+rules need: every seed simplifies well inside them.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import math
+import signal
+import threading
+from dataclasses import dataclass, replace
 
 import sympy
 import torch
@@ -26,20 +49,50 @@ from .ir import Arg, Program, Stmt, renumber_temps, temp_name
 from .ops import OPS, fold_constant
 from .printer import Expr, Node, statement_count
 
-__all__ = ["simplify", "fold_constants", "eliminate_dead_code", "eliminate_dead_state",
-           "simplify_algebra"]
+__all__ = ["Simplification", "algebra_bound", "eliminate_dead_code", "eliminate_dead_state",
+           "expanded_terms", "fold_constants", "simplify", "simplify_algebra",
+           "simplify_bounded"]
 
 SYMPY_SIMPLIFY_MAX_NODES = 40  # sympy.simplify is slow on big trees; auto-evaluation only
+MAX_POWER = 64  # largest product of exponents on a path of an expression sympy may see
+MAX_EXPANDED_TERMS = 128  # seeds reach 18; sympy.simplify takes 4 s on 969 terms
+SIMPLIFY_CPU_SECONDS = 10.0  # every seed simplifies in under 1 s
+
+
+@dataclass(frozen=True)
+class Simplification:
+    """What `simplify_bounded` found. `bound_hit` names the bound that stopped it (None when
+    it ran to the end); the `program` is then the input, unsimplified."""
+    program: Program
+    bound_hit: str | None = None
 
 
 def simplify(p: Program) -> Program:
     """The simplest equivalent program found (see module doc). Its name, hyperparameters and
-    docstring are kept; state slots may be dropped."""
+    docstring are kept; state slots may be dropped. When a bound is hit, `p` itself."""
+    return simplify_bounded(p).program
+
+
+def simplify_bounded(p: Program) -> Simplification:
+    """`simplify`, saying whether a bound (see module doc) stopped it."""
+    deadline = _CpuDeadline(SIMPLIFY_CPU_SECONDS)
+    try:
+        try:
+            deadline.start()
+            return Simplification(_simplify(p))
+        finally:
+            deadline.stop()
+    except _BoundHit as hit:
+        deadline.stop()  # again: the first stop may be what the timer interrupted
+        return Simplification(p, str(hit))
+
+
+def _simplify(p: Program) -> Program:
     current = _exact_passes(p)
     if not check(current).ok:  # e.g. a zero state read by an op that needs a tensor
         return p
     while True:
-        candidate = _exact_passes(simplify_algebra(current))
+        candidate = _exact_passes(_algebra(current))
         if (_size(candidate) >= _size(current) or not check(candidate).ok
                 or not same_behaviour(current, candidate)):
             return current
@@ -116,6 +169,15 @@ Line = tuple[str, Expr]
 
 
 def simplify_algebra(p: Program) -> Program:
+    """One round of inlining and sympy rewriting; `p` itself when an expression is beyond
+    the power bound (see module doc)."""
+    try:
+        return _algebra(p)
+    except _BoundHit:
+        return p
+
+
+def _algebra(p: Program) -> Program:
     lines, returns = _inline_single_use(p, *_to_lines(p))
     symbols: dict[str, sympy.Symbol] = {}
     lines = [(target, _simplest(tree, symbols)) for target, tree in lines]
@@ -218,6 +280,110 @@ def _from_lines(p: Program, lines: list[Line], returns: list[Expr]) -> Program |
     return renumber_temps(replace(p, body=tuple(body), returns=outs, origin=None))
 
 
+# ---- bounds on the algebra -----------------------------------------------------------------
+
+class _BoundHit(BaseException):
+    """A hard bound was hit. A BaseException, so that no ``except Exception`` on the way
+    (in sympy, in torch) swallows it."""
+
+
+def algebra_bound(tree: Expr) -> str | None:
+    """Why `tree` may not be handed to sympy (the power bound, see module doc), or None."""
+    power = _path_power(tree)
+    if power > MAX_POWER:
+        return f"an exponent of magnitude {power:.3g} exceeds {MAX_POWER}"
+    return None
+
+
+def _path_power(tree: Expr) -> float:
+    """The largest product of exponent weights on a path from `tree`'s root to a leaf."""
+    if not isinstance(tree, Node):
+        return 1.0
+    return _exponent_weight(tree) * max(_path_power(c) for c in tree.children)
+
+
+def _exponent_weight(node: Node) -> float:
+    if node.op == "square":
+        return 2.0
+    if node.op != "pow":
+        return 1.0
+    exponent = node.children[1]
+    if isinstance(exponent, float):
+        return max(1.0, abs(exponent))
+    return max(1.0, _constant_magnitudes(exponent))
+
+
+def _constant_magnitudes(tree: Expr) -> float:
+    if isinstance(tree, Node):
+        return sum(_constant_magnitudes(c) for c in tree.children)
+    return abs(tree) if isinstance(tree, float) else 0.0
+
+
+def expanded_terms(tree: Expr, cap: int = MAX_EXPANDED_TERMS) -> int:
+    """An upper estimate of the number of terms of `tree` multiplied out, as `sympy.expand`
+    might: a name or constant is 1 term, ``a + b`` has ``|a| + |b|``, ``a * b`` and ``a / b``
+    ``|a| |b|``, ``a ** n`` the ``C(n + |a| - 1, n)`` monomials of degree ``n = ceil(exponent
+    weight)`` in ``|a|`` terms, and any other function is 1 term (its arguments are counted on
+    their own: the estimate is the largest over all subexpressions). Counts stop at
+    ``cap + 1``; call it after `algebra_bound`, which keeps ``n`` small."""
+    if not isinstance(tree, Node):
+        return 1
+    inner = [expanded_terms(c, cap) for c in tree.children]
+    if max(inner) > cap:
+        return cap + 1
+    if tree.op in ("add", "sub"):
+        n = inner[0] + inner[1]
+    elif tree.op in ("mul", "div"):
+        n = inner[0] * inner[1]
+    elif tree.op == "neg":
+        n = inner[0]
+    elif tree.op in ("square", "pow"):
+        degree = math.ceil(min(_exponent_weight(tree), MAX_POWER))
+        n = math.comb(degree + inner[0] - 1, degree)
+    else:
+        n = 1
+    return min(n, cap + 1)
+
+
+class _CpuDeadline:
+    """Raise `_BoundHit` once, in the main thread, after `seconds` of the process's CPU time
+    (a one-shot ``ITIMER_VIRTUAL`` timer). Python runs the handler between two bytecodes, so
+    this interrupts sympy's pure-Python loops but not one long C call, which the structural
+    bounds rule out. Outside the main thread, under another SIGVTALRM handler, or inside
+    another deadline it does nothing. Our handler stays installed once set (disarmed it
+    ignores the signal): restoring the default, which ends the process, could race with a
+    signal still in flight."""
+
+    _armed: _CpuDeadline | None = None  # the deadline whose timer runs, if any
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.started = False
+
+    def start(self) -> None:
+        if (_CpuDeadline._armed is not None or not hasattr(signal, "setitimer")
+                or threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGVTALRM) not in (signal.SIG_DFL, _on_timer)):
+            return
+        signal.signal(signal.SIGVTALRM, _on_timer)
+        _CpuDeadline._armed = self
+        self.started = True
+        signal.setitimer(signal.ITIMER_VIRTUAL, self.seconds)
+
+    def stop(self) -> None:
+        if self.started:
+            _CpuDeadline._armed = None
+            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+            self.started = False
+
+
+def _on_timer(signum, frame) -> None:
+    deadline = _CpuDeadline._armed
+    if deadline is not None:
+        _CpuDeadline._armed = None  # one shot: once raised, never again
+        raise _BoundHit(f"CPU time exceeds {deadline.seconds:g} s")
+
+
 # ---- sympy round trip ----------------------------------------------------------------------
 
 _OPAQUE = frozenset({"interp"})  # kept whole: expanding it never shortens a rule
@@ -227,9 +393,13 @@ def _simplest(tree: Expr, symbols: dict[str, sympy.Symbol]) -> Expr:
     if not isinstance(tree, Node):
         return tree
     try:
+        reason = algebra_bound(tree)
+        if reason is not None:
+            raise _BoundHit(reason)
         expr = _to_sympy(tree, symbols)
         candidates = [expr]
-        if _size_of(tree) <= SYMPY_SIMPLIFY_MAX_NODES:
+        if (_size_of(tree) <= SYMPY_SIMPLIFY_MAX_NODES
+                and expanded_terms(tree) <= MAX_EXPANDED_TERMS):
             candidates.append(sympy.simplify(expr))
         best, best_cost = tree, _cost(tree)
         for c in candidates:

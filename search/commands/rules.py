@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import dsl
+from dsl.simplifier import simplify_bounded
 
 from ..errors import UserError
 
@@ -49,5 +50,9 @@ def run_simplify(args) -> int:
     if len(rules) != 1:
         raise UserError(f"{args.file} holds {len(rules)} rules; simplify takes a file with one")
     rule = dsl.ensure_valid(rules[0])
-    sys.stdout.write(dsl.format_program(dsl.simplify(rule)))
+    result = simplify_bounded(rule)
+    if result.bound_hit is not None:
+        print(f"optforge simplify: note: simplification bound hit ({result.bound_hit}); "
+              f"printing the rule unsimplified", file=sys.stderr)
+    sys.stdout.write(dsl.format_program(result.program))
     return 0
