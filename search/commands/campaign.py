@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from ..config import load_config
 from ..errors import UserError
 
+# Campaigns a bare `optforge resume` may pick: stopped by Ctrl-C, killed, or failed.
+RESUMABLE = ("paused", "interrupted", "failed")
+
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a search campaign (the embedded default without a "
@@ -33,7 +36,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
     p = sub.add_parser("resume", help="continue a stopped or killed campaign")
-    p.add_argument("campaign", metavar="CAMPAIGN", help="campaign name or id")
+    p.add_argument("campaign", metavar="CAMPAIGN", nargs="?",
+                   help="campaign name or id (default: the one most recently stopped: "
+                        f"{', '.join(RESUMABLE)})")
     p.add_argument("--workers", type=int)
     p.add_argument("--db")
     p.add_argument("--json", action="store_true")
@@ -77,19 +82,35 @@ def run(args) -> int:
 
 
 def resume(args) -> int:
-    from store.errors import StoreError
+    from store.errors import NotFound, StoreError
 
     from ..engine import Campaign
 
     with _open_store(args.db, create=False) as store:
+        ref = _ref(args.campaign) if args.campaign else _last_stopped(store)
         try:
-            campaign = Campaign.resume(store, _ref(args.campaign))
+            campaign = Campaign.resume(store, ref)
+        except NotFound as e:
+            raise UserError(f"{e} in {store.display_url}") from None
         except StoreError as e:
             raise UserError(str(e)) from None
+        name = store.get_campaign(campaign.id).name
         if campaign.counters.phase == "done":
-            raise UserError(f"campaign {args.campaign} has finished; nothing to resume")
+            raise UserError(f"campaign {name} has finished; nothing to resume")
+        if args.campaign is None:
+            print(f"resuming campaign {name} (id {campaign.id}) in {store.display_url}",
+                  file=sys.stderr)
         workers = args.workers if args.workers is not None else campaign.config.workers
         return _drive(campaign, workers, args)
+
+
+def _last_stopped(store) -> int:
+    """The campaign a bare `optforge resume` continues: the last one to stop."""
+    stopped = [c for c in store.campaigns() if c.status in RESUMABLE]
+    if not stopped:
+        raise UserError(f"no {', '.join(RESUMABLE)} campaign in {store.display_url} "
+                        "(`optforge campaigns` lists them)")
+    return max(stopped, key=lambda c: (c.updated_at, c.id)).id
 
 
 def _ref(text: str):
