@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "search.commands.eval_cmd",
     "search.commands.seeds_export",
     "search.commands.validate_cmd",
+    "search.commands.report_cmd",
 )
 
 
