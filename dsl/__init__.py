@@ -2,27 +2,36 @@
 
     >>> p = parse(source)              # text -> Program (RuleError on bad input)
     >>> check(p).ok                    # abstract execution: kinds, dependencies, state use
+    >>> check_file(path).errors        # every error of a rule file, in source order
     >>> step, state = run_step(p, w, g, lr, t, state)   # the reference interpreter
     >>> structural_hash(p), canonical_hash(p), fingerprint(p)
     >>> format_program(simplify(p))    # simplified, as source text
     >>> to_latex(p)                    # the rule's math
 """
 
-from .checker import Report, check, complexity, ensure_valid
-from .errors import Diagnostic, RuleError
+from .checker import (
+    FileReport,
+    Report,
+    check,
+    check_file,
+    check_source,
+    complexity,
+    ensure_valid,
+)
+from .errors import Diagnostic, RuleError, did_you_mean
 from .hashing import canonical_hash, fingerprint, structural_hash
 from .interpreter import init_state, run_step, run_steps
 from .ir import INPUTS, Arg, Program, Stmt, renumber_temps
 from .latex import to_latex
 from .ops import OPS, Op, OpKind
-from .parser import load, load_rules, parse, parse_rules
+from .parser import load, load_rules, parse, parse_rules, parse_with_errors
 from .printer import format_program, statement_count
 from .simplifier import simplify
 
 __all__ = [
-    "Arg", "Diagnostic", "INPUTS", "OPS", "Op", "OpKind", "Program", "Report", "RuleError",
-    "Stmt", "canonical_hash", "check", "complexity", "ensure_valid", "fingerprint",
-    "format_program", "init_state", "load", "load_rules", "parse", "parse_rules",
-    "renumber_temps", "run_step", "run_steps", "simplify", "statement_count",
-    "structural_hash", "to_latex",
+    "INPUTS", "OPS", "Arg", "Diagnostic", "FileReport", "Op", "OpKind", "Program", "Report",
+    "RuleError", "Stmt", "canonical_hash", "check", "check_file", "check_source", "complexity",
+    "did_you_mean", "ensure_valid", "fingerprint", "format_program", "init_state", "load",
+    "load_rules", "parse", "parse_rules", "parse_with_errors", "renumber_temps", "run_step",
+    "run_steps", "simplify", "statement_count", "structural_hash", "to_latex",
 ]

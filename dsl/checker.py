@@ -12,18 +12,24 @@ warnings (the simplifier removes what they point at)
   * a state slot that is neither read nor written, or read but never written (it stays 0);
   * a state slot that never affects the step (dead state);
   * a statement whose value is never used (dead code); a hyperparameter never read.
+
+`check_source` (and `check_file`) report a whole rule file: every parse error and every
+checker error of every rule, in source order. A rule with parse errors is checked through
+the parser's stand-in program (see `dsl.parser`) for errors only: its warnings would be about
+a program with statements missing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import Diagnostic, RuleError
+from .errors import Diagnostic, RuleError, in_source_order
 from .ir import INPUTS, SCALAR_INPUTS, Program, validate
 from .ops import OPS, OpKind
+from .parser import parse_with_errors, read_rule_file
 
-__all__ = ["Report", "check", "complexity", "ensure_valid", "live_statements", "live_states",
-           "unchanged_states"]
+__all__ = ["FileReport", "Report", "check", "check_file", "check_source", "complexity",
+           "ensure_valid", "live_statements", "live_states", "unchanged_states"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,53 @@ class Report:
         return self.errors[0].message.split(":")[0] if self.errors else ""
 
 
+@dataclass(frozen=True)
+class FileReport:
+    """A rule file, checked: its valid rules (parsed, no checker error) in the order they
+    are defined, and every error and warning in it, each in source order."""
+
+    valid: tuple[Program, ...]
+    errors: tuple[Diagnostic, ...]
+    warnings: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check_source(source: str, filename: str = "<rule>") -> FileReport:
+    """Parse and check every rule of `source`; every error found, never an exception."""
+    parsed = parse_with_errors(source, filename)
+    errors = list(parsed.errors)
+    warnings: list[Diagnostic] = []
+    valid: list[Program] = []
+    for rule in parsed.rules:
+        if rule.program is None:
+            continue
+        if rule.errors:
+            try:
+                validate(rule.program)
+            except ValueError:  # not expected of a stand-in; its parse errors are reported
+                continue
+            errors.extend(check(rule.program).errors)
+            continue
+        report = check(rule.program)
+        errors.extend(report.errors)
+        warnings.extend(report.warnings)
+        if report.ok:
+            valid.append(rule.program)
+    return FileReport(tuple(valid), in_source_order(errors), in_source_order(warnings))
+
+
+def check_file(path) -> FileReport:
+    """`check_source` of the rule file at `path` (an unreadable file is one error)."""
+    try:
+        source = read_rule_file(path)
+    except RuleError as e:
+        return FileReport((), e.diagnostics, ())
+    return check_source(source, str(path))
+
+
 def ensure_valid(p: Program) -> Program:
     """`p` if it passes the checker, else raise `RuleError` with the errors."""
     report = check(p)
@@ -55,10 +108,11 @@ def check(p: Program) -> Report:
 
     lines: list[str] = []
 
-    def at(index: int | None, message: str, severity: str = "error") -> Diagnostic:
+    def at(index: int | None, message: str, severity: str = "error",
+           hint: str = "") -> Diagnostic:
         o = p.origin
         if o is None:
-            return Diagnostic(message, p.name, severity=severity)
+            return Diagnostic(message, p.name, severity=severity, hint=hint)
         if index is None:
             line, col = o.def_pos
         elif index >= len(p.body):
@@ -68,7 +122,7 @@ def check(p: Program) -> Report:
         if not lines:
             lines.extend(o.source.splitlines())
         text = lines[line - 1] if 0 < line <= len(lines) else ""
-        return Diagnostic(message, o.filename, line, col, text, severity)
+        return Diagnostic(message, o.filename, line, col, text, severity, hint)
 
     try:
         validate(p)
@@ -106,7 +160,9 @@ def check(p: Program) -> Report:
         if s not in read and not written:
             warnings.append(at(None, f"state '{s}' is neither read nor written", "warning"))
         elif not written:
-            warnings.append(at(None, f"state '{s}' is never updated: it stays zero", "warning"))
+            warnings.append(at(None, f"state '{s}' is never updated: it stays zero", "warning",
+                               f"if '{s}' is a hyperparameter, give it a default, e.g. "
+                               f"`{s}=0.9`"))
         elif s not in live:
             warnings.append(at(None, f"state '{s}' never affects the step", "warning"))
 

@@ -57,7 +57,8 @@ class Op:
     """One operation of the language. `torch_fn(lead, *args)` computes it (see module doc);
     `sympy_fn(*args)` gives its exact math; `latex` is a `str.format` template over the
     arguments' LaTeX; `cost` counts towards a program's complexity; `domain` documents the
-    behaviour on the op's whole domain."""
+    behaviour on the op's whole domain; `params` names the arguments and `doc` says in one
+    line what the op means (both for people: `optforge ops` lists them)."""
 
     name: str
     arity: int
@@ -68,6 +69,8 @@ class Op:
     cost: int
     domain: str
     symbol: str | None = None  # infix operator in the surface syntax, if any
+    params: tuple[str, ...] = ()  # argument names, `arity` of them
+    doc: str = ""  # what it means, in one line
 
 
 # ---- helpers shared by the torch implementations -------------------------------------------
@@ -151,8 +154,9 @@ def _opaque(name: str) -> Callable[..., sympy.Expr]:
     return lambda *args: f(*args)
 
 
-def _op(name, arity, kind, torch_fn, sympy_fn, latex, cost, domain, symbol=None) -> Op:
-    return Op(name, arity, kind, torch_fn, sympy_fn, latex, cost, domain, symbol)
+def _op(name, arity, kind, torch_fn, sympy_fn, latex, cost, domain, symbol=None, *,
+        params=(), doc="") -> Op:
+    return Op(name, arity, kind, torch_fn, sympy_fn, latex, cost, domain, symbol, params, doc)
 
 
 E, R, M = OpKind.ELEMENTWISE, OpKind.REDUCTION, OpKind.MATRIX
@@ -160,64 +164,90 @@ E, R, M = OpKind.ELEMENTWISE, OpKind.REDUCTION, OpKind.MATRIX
 _TABLE: tuple[Op, ...] = (
     # arithmetic (infix in the surface syntax)
     _op("add", 2, E, lambda l, x, y: x + y, lambda x, y: x + y, "{0} + {1}", 1,
-        "all reals; inf + -inf = nan", "+"),
+        "all reals; inf + -inf = nan", "+",
+        params=("x", "y"), doc="sum"),
     _op("sub", 2, E, lambda l, x, y: x - y, lambda x, y: x - y, "{0} - {1}", 1,
-        "all reals; inf - inf = nan", "-"),
+        "all reals; inf - inf = nan", "-",
+        params=("x", "y"), doc="difference"),
     _op("mul", 2, E, lambda l, x, y: x * y, lambda x, y: x * y, "{0} \\, {1}", 1,
-        "all reals; 0 * inf = nan", "*"),
+        "all reals; 0 * inf = nan", "*",
+        params=("x", "y"), doc="product"),
     _op("div", 2, E, lambda l, x, y: x / y, lambda x, y: x / y, "\\frac{{{0}}}{{{1}}}", 1,
-        "x / 0 = ±inf for x != 0, 0 / 0 = nan", "/"),
+        "x / 0 = ±inf for x != 0, 0 / 0 = nan", "/",
+        params=("x", "y"), doc="quotient"),
     _op("pow", 2, E, lambda l, x, y: torch.pow(x, y), lambda x, y: x**y, "{0}^{{{1}}}", 2,
-        "torch.pow: a negative base with a non-integer exponent gives nan; 0 ** -1 = inf", "**"),
+        "torch.pow: a negative base with a non-integer exponent gives nan; 0 ** -1 = inf", "**",
+        params=("x", "y"), doc="x to the power y"),
     # unary elementwise
-    _op("neg", 1, E, lambda l, x: -x, lambda x: -x, "-{0}", 1, "all reals"),
-    _op("abs", 1, E, lambda l, x: x.abs(), sympy.Abs, "\\left|{0}\\right|", 1, "all reals"),
+    _op("neg", 1, E, lambda l, x: -x, lambda x: -x, "-{0}", 1, "all reals",
+        params=("x",), doc="negation, also written -x"),
+    _op("abs", 1, E, lambda l, x: x.abs(), sympy.Abs, "\\left|{0}\\right|", 1, "all reals",
+        params=("x",), doc="absolute value"),
     _op("sign", 1, E, lambda l, x: torch.sign(x), sympy.sign, "\\operatorname{{sign}}({0})", 1,
-        "-1, 0 or 1; sign(0) = 0, sign(nan) = nan"),
+        "-1, 0 or 1; sign(0) = 0, sign(nan) = nan",
+        params=("x",), doc="sign: -1, 0 or 1"),
     _op("sqrt", 1, E, lambda l, x: torch.sqrt(x), sympy.sqrt, "\\sqrt{{{0}}}", 2,
-        "x >= 0; sqrt of a negative number is nan"),
+        "x >= 0; sqrt of a negative number is nan",
+        params=("x",), doc="square root"),
     _op("rsqrt", 1, E, lambda l, x: torch.rsqrt(x), lambda x: 1 / sympy.sqrt(x),
-        "\\frac{{1}}{{\\sqrt{{{0}}}}}", 2, "x > 0; rsqrt(0) = inf, negative x gives nan"),
-    _op("square", 1, E, lambda l, x: x * x, lambda x: x**2, "{0}^{{2}}", 1, "all reals"),
+        "\\frac{{1}}{{\\sqrt{{{0}}}}}", 2, "x > 0; rsqrt(0) = inf, negative x gives nan",
+        params=("x",), doc="reciprocal square root, 1 / sqrt(x)"),
+    _op("square", 1, E, lambda l, x: x * x, lambda x: x**2, "{0}^{{2}}", 1, "all reals",
+        params=("x",), doc="x * x"),
     _op("exp", 1, E, lambda l, x: torch.exp(x), sympy.exp, "e^{{{0}}}", 3,
-        "all reals; overflows to inf above about 709 (float64) or 88 (float32)"),
+        "all reals; overflows to inf above about 709 (float64) or 88 (float32)",
+        params=("x",), doc="exponential, e ** x"),
     _op("log", 1, E, lambda l, x: torch.log(x), sympy.log, "\\log {0}", 3,
-        "x > 0; log(0) = -inf, negative x gives nan"),
-    _op("tanh", 1, E, lambda l, x: torch.tanh(x), sympy.tanh, "\\tanh {0}", 3, "all reals"),
+        "x > 0; log(0) = -inf, negative x gives nan",
+        params=("x",), doc="natural logarithm"),
+    _op("tanh", 1, E, lambda l, x: torch.tanh(x), sympy.tanh, "\\tanh {0}", 3, "all reals",
+        params=("x",), doc="hyperbolic tangent"),
     _op("arctan", 1, E, lambda l, x: torch.atan(x), sympy.atan, "\\arctan {0}", 3,
-        "all reals"),
+        "all reals",
+        params=("x",), doc="arctangent"),
     _op("clip", 3, E, lambda l, x, lo, hi: torch.minimum(torch.maximum(x, lo), hi),
         lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi),
         "\\operatorname{{clip}}({0}, {1}, {2})", 2,
-        "min(max(x, lo), hi); when lo > hi the result is hi; nan in any argument gives nan"),
+        "min(max(x, lo), hi); when lo > hi the result is hi; nan in any argument gives nan",
+        params=("x", "lo", "hi"), doc="x clipped to [lo, hi]"),
     _op("min", 2, E, lambda l, x, y: torch.minimum(x, y), sympy.Min,
-        "\\min({0}, {1})", 1, "elementwise; nan in either argument gives nan"),
+        "\\min({0}, {1})", 1, "elementwise; nan in either argument gives nan",
+        params=("x", "y"), doc="the smaller of x and y"),
     _op("max", 2, E, lambda l, x, y: torch.maximum(x, y), sympy.Max,
-        "\\max({0}, {1})", 1, "elementwise; nan in either argument gives nan"),
+        "\\max({0}, {1})", 1, "elementwise; nan in either argument gives nan",
+        params=("x", "y"), doc="the larger of x and y"),
     _op("interp", 3, E, _interp, lambda x, y, a: (1 - a) * x + a * y,
         "\\operatorname{{interp}}({0}, {1}, {2})", 2,
-        "(1 - a) * x + a * y for all reals (a need not lie in [0, 1])"),
+        "(1 - a) * x + a * y for all reals (a need not lie in [0, 1])",
+        params=("x", "y", "a"), doc="(1 - a) * x + a * y: a moving average, decay a"),
     # per-tensor reductions, broadcast back to the input's shape
     _op("norm", 1, R, lambda l, x: _broadcast_reduction(l, x, _norm), _opaque("norm"),
-        "\\lVert {0} \\rVert", 3, "L2 norm over the tensor; norm of a scalar is abs"),
+        "\\lVert {0} \\rVert", 3, "L2 norm over the tensor; norm of a scalar is abs",
+        params=("x",), doc="L2 norm of the tensor"),
     _op("rms", 1, R, lambda l, x: _broadcast_reduction(l, x, _rms), _opaque("rms"),
         "\\operatorname{{rms}}({0})", 3,
-        "sqrt(mean(x ** 2)) over the tensor; rms of a scalar is abs"),
+        "sqrt(mean(x ** 2)) over the tensor; rms of a scalar is abs",
+        params=("x",), doc="root mean square of the tensor"),
     _op("mean", 1, R, lambda l, x: _broadcast_reduction(l, x, _mean), _opaque("mean"),
-        "\\overline{{{0}}}", 3, "mean over the tensor; mean of a scalar is itself"),
+        "\\overline{{{0}}}", 3, "mean over the tensor; mean of a scalar is itself",
+        params=("x",), doc="mean of the tensor"),
     _op("dot", 2, R, lambda l, x, y: _broadcast_reduction(l, x * y, _sum), _opaque("dot"),
-        "\\langle {0}, {1} \\rangle", 3, "sum(x * y) over the tensor"),
+        "\\langle {0}, {1} \\rangle", 3, "sum(x * y) over the tensor",
+        params=("x", "y"), doc="inner product of two tensors, sum(x * y)"),
     # matrix ops on the matrix view (see module doc)
     _op("orth", 1, M, _orth, _opaque("orth"), "\\operatorname{{orth}}({0})", 8,
         "Newton–Schulz (5 quintic steps, Muon's coefficients) towards U V^T of the matrix "
         "view, after scaling by 1 / (norm + 1e-7); orth(0) = 0; a 1-D x gives about "
-        "x / norm(x)"),
+        "x / norm(x)",
+        params=("x",), doc="orthogonalised matrix U V^T, by Newton-Schulz (Muon)"),
     _op("row_mean", 1, M, _row_mean, _opaque("row_mean"),
         "\\operatorname{{rowmean}}({0})", 3,
-        "mean of each row of the matrix view, broadcast along the row; identity on 1-D"),
+        "mean of each row of the matrix view, broadcast along the row; identity on 1-D",
+        params=("x",), doc="mean of each row of the matrix view"),
     _op("col_mean", 1, M, _col_mean, _opaque("col_mean"),
         "\\operatorname{{colmean}}({0})", 3,
-        "mean of each column of the matrix view, broadcast down the column; mean on 1-D"),
+        "mean of each column of the matrix view, broadcast down the column; mean on 1-D",
+        params=("x",), doc="mean of each column of the matrix view"),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}

@@ -11,12 +11,29 @@ The surface language is a Python function:
 where EXPR is built from names, numbers, `+ - * / **`, unary minus and calls of the ops in
 `dsl.ops.OPS`. Nested expressions become temporaries (see `dsl.ir`). Everything else Python
 has is refused with a positioned error; the parser raises only `RuleError`.
+
+Every error, not only the first
+-------------------------------
+The parser goes on after an error, statement by statement, and a `RuleError` holds every
+error of the file in source order (`parse_with_errors` returns them instead of raising):
+
+* a syntax error: Python's parser stops at the first, so the statement holding it (its line
+  and the lines indented under it, or a whole rule for an error on its `def` line) is set
+  aside as if it were `pass`, and the file is read again, up to `MAX_SYNTAX_ERRORS` times;
+* any other error: the statement is dropped, and the rule is read on.
+
+Either way, the names a dropped statement assigns still count as assigned, to a value of
+unknown kind, so that reading them later is no second error. A rule with errors is still
+checked (`dsl.checker.check_source`) when its parameters could be read: through a stand-in
+program that computes each value it could not read (a dropped statement's, a broken
+return's) as ``add(g, g)``, a tensor that depends on `g`, a value on which the checker's
+errors (a matrix op on a scalar, a step without `g`) cannot fire: the stand-in adds no error
+of its own.
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
 import inspect
 import keyword
 import math
@@ -24,13 +41,14 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
-from .errors import Diagnostic, RuleError, line_of
+from .errors import Diagnostic, RuleError, did_you_mean, in_source_order, line_of
 from .ir import INPUTS, Arg, Origin, Program, Stmt, is_temp, temp_name
 from .ops import OPS, UNARY_MINUS
 
 MAX_SOURCE_CHARS = 50_000
 MAX_STATEMENTS = 1_000
 MAX_DEPTH = 100  # nesting of one expression; the printer stays well below it
+MAX_SYNTAX_ERRORS = 20  # each one costs a re-parse of the whole file
 _MAX_SOURCE_BYTES = 4 * MAX_SOURCE_CHARS  # each character takes 1 to 4 bytes in UTF-8
 _TOO_LONG = f"source is longer than {MAX_SOURCE_CHARS:,} characters; not a rule file?"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
@@ -62,15 +80,49 @@ _CONSTRUCTS = {
 }
 
 
-def parse_rules(source: str, filename: str = "<rule>") -> tuple[Program, ...]:
-    """All rules defined in `source`. Raises `RuleError` for anything that is not a valid
-    rule, and never any other exception."""
+@dataclass(frozen=True)
+class ParsedRule:
+    """One rule definition as read. Without `errors`, `program` is the rule. With errors,
+    `program` is a stand-in for the checker (see the module doc), or None where the rule's
+    parameters could not be read."""
+
+    name: str
+    program: Program | None
+    errors: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """Every rule of a source text and every parse error in it, in source order (the errors
+    of each rule are among `errors` too)."""
+
+    rules: tuple[ParsedRule, ...]
+    errors: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def programs(self) -> tuple[Program, ...]:
+        """The rules, when there are no errors."""
+        if self.errors:
+            raise RuleError(self.errors)
+        return tuple(r.program for r in self.rules if r.program is not None)
+
+
+def parse_with_errors(source: str, filename: str = "<rule>") -> ParsedFile:
+    """Every rule in `source` and every error in it; raises nothing."""
     try:
         return _Module(source, filename).parse()
-    except _Fail as fail:
-        raise RuleError(fail.diagnostic) from None
     except (RecursionError, MemoryError):
-        raise RuleError(Diagnostic("rule is nested too deeply to parse", filename)) from None
+        return ParsedFile((), (Diagnostic("rule is nested too deeply to parse", filename),))
+
+
+def parse_rules(source: str, filename: str = "<rule>") -> tuple[Program, ...]:
+    """All rules defined in `source`. Raises `RuleError`, holding every error found, for
+    anything that is not a valid rule, and never any other exception."""
+    return parse_with_errors(source, filename).programs
 
 
 def parse(source: str, filename: str = "<rule>") -> Program:
@@ -117,62 +169,175 @@ def read_rule_file(path) -> str:
 
 
 class _Fail(Exception):
-    def __init__(self, diagnostic: Diagnostic):
+    """An error in the statement being read. A `fatal` one ends the reading of its rule."""
+
+    def __init__(self, diagnostic: Diagnostic, fatal: bool = False):
         self.diagnostic = diagnostic
+        self.fatal = fatal
+
+
+# what a line's text says it assigns, or that it returns
+_ASSIGNED = re.compile(r"\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?:\*\*|[-+*/])?=(?!=)")
+_RETURN = re.compile(r"\s*return\b")
+
+
+@dataclass(frozen=True)
+class _SetAside:
+    """A statement set aside for a syntax error (read as `pass`), as far as its text tells
+    (it has no syntax tree): whether it is a return, whether it holds one (a block may), and
+    the names its lines assign."""
+
+    is_return: bool
+    holds_return: bool
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, lines: list[str]) -> _SetAside:
+        names = [n.strip() for line in lines if (m := _ASSIGNED.match(line))
+                 for n in m.group(1).split(",")]
+        return cls(_RETURN.match(lines[0]) is not None,
+                   any(_RETURN.match(line) for line in lines), tuple(dict.fromkeys(names)))
 
 
 @dataclass
 class _Module:
     source: str
     filename: str
+    # first line of each statement set aside for a syntax error -> what it was
+    set_aside: dict[int, _SetAside] = field(default_factory=dict)
 
     def line(self, number: int) -> str:
         if not hasattr(self, "_lines"):
             self._lines = self.source.splitlines()
         return self._lines[number - 1] if 0 < number <= len(self._lines) else ""
 
-    def fail(self, node: ast.AST | None, message: str) -> _Fail:
+    def fail(self, node: ast.AST | None, message: str, hint: str = "",
+             fatal: bool = False) -> _Fail:
         if node is None or not hasattr(node, "lineno"):
-            return _Fail(Diagnostic(message, self.filename))
+            return _Fail(Diagnostic(message, self.filename, hint=hint), fatal)
         line = node.lineno
         text = self.line(line)
         return _Fail(Diagnostic(message, self.filename, line, _char_col(text, node.col_offset),
-                                text))
+                                text, hint=hint), fatal)
 
-    def parse(self) -> tuple[Program, ...]:
+    def parse(self) -> ParsedFile:
         if len(self.source) > MAX_SOURCE_CHARS:
-            raise _Fail(Diagnostic(_TOO_LONG, self.filename))
-        try:
-            with warnings.catch_warnings():  # e.g. SyntaxWarning: invalid escape sequence
-                warnings.simplefilter("ignore")
-                tree = ast.parse(self.source, self.filename)
-        except SyntaxError as e:
-            line = e.lineno or 0
-            text = line_of(self.source, line)
-            raise _Fail(Diagnostic(f"syntax error: {e.msg}", self.filename, line,
-                                   max(e.offset or 1, 1), text)) from None
-        except ValueError as e:  # e.g. null bytes in the source
-            raise _Fail(Diagnostic(f"syntax error: {e}", self.filename)) from None
-        rules: list[Program] = []
+            return ParsedFile((), (Diagnostic(_TOO_LONG, self.filename),))
+        tree, errors = self.syntax_tree()
+        if tree is None:
+            return ParsedFile((), tuple(errors))
+        rules: list[ParsedRule] = []
         body = tree.body
         if body and _is_docstring(body[0]):
             body = body[1:]
         for node in body:
+            if isinstance(node, ast.Pass) and node.lineno in self.set_aside:
+                continue  # its syntax error is reported
             if not isinstance(node, ast.FunctionDef):
                 what = _CONSTRUCTS.get(type(node).__name__, type(node).__name__)
                 if isinstance(node, (ast.Assign, ast.AugAssign)):
                     what = "an assignment"
-                raise self.fail(node, f"{what} at the top level: a rule file holds only rule "
-                                      f"definitions ('def NAME(w, g, lr, t, ...)')")
+                errors.append(self.fail(node, f"{what} at the top level: a rule file holds "
+                                              f"only rule definitions ('def NAME(w, g, lr, t, "
+                                              f"...)')").diagnostic)
+                continue
             rule = _Rule(self, node).parse()
+            errors.extend(rule.errors)
             if any(r.name == rule.name for r in rules):
-                raise self.fail(node, f"rule '{rule.name}' is defined twice")
+                twice = self.fail(node, f"rule '{rule.name}' is defined twice")
+                errors.append(twice.diagnostic)
+                continue
             rules.append(rule)
-        if not rules:
-            raise _Fail(Diagnostic("no rule definition found ('def NAME(w, g, lr, t, ...)')",
-                                   self.filename, 1 if self.source else 0, 1,
-                                   line_of(self.source, 1)))
-        return tuple(rules)
+        if not rules and not errors:
+            errors.append(Diagnostic("no rule definition found ('def NAME(w, g, lr, t, ...)')",
+                                     self.filename, 1 if self.source else 0, 1,
+                                     line_of(self.source, 1)))
+        return ParsedFile(tuple(rules), in_source_order(errors))
+
+    def syntax_tree(self) -> tuple[ast.Module | None, list[Diagnostic]]:
+        """Python's syntax tree of the source, with each statement that holds a syntax error
+        set aside (see the module doc), and those errors; no tree when an error cannot be
+        set aside, or after MAX_SYNTAX_ERRORS of them."""
+        lines = self.source.split("\n")
+        errors: list[Diagnostic] = []
+        blanked: set[int] = set()  # 1-based lines set aside so far
+        while True:
+            try:
+                with warnings.catch_warnings():  # e.g. SyntaxWarning: invalid escape sequence
+                    warnings.simplefilter("ignore")
+                    return ast.parse("\n".join(lines), self.filename), errors
+            except SyntaxError as e:
+                line = e.lineno or 0
+                if errors and (line in blanked or line <= 0):
+                    return None, errors  # the error is in what was set aside: give up
+                errors.append(self.syntax_error(e))
+                statement = _statement_lines(lines, line)
+                if (statement is None or len(errors) >= MAX_SYNTAX_ERRORS
+                        or "unterminated triple-quoted" in e.msg):
+                    return None, errors
+                first, last = statement
+                self.set_aside[first] = _SetAside.of(lines[first - 1:last])
+                head = lines[first - 1]
+                lines[first - 1] = head[:len(head) - len(head.lstrip())] + "pass"
+                for k in range(first + 1, last + 1):
+                    lines[k - 1] = ""
+                blanked.update(range(first, last + 1))
+            except ValueError as e:  # e.g. null bytes in the source
+                return None, errors + [Diagnostic(f"syntax error: {e}", self.filename)]
+
+    def syntax_error(self, e: SyntaxError) -> Diagnostic:
+        line = e.lineno or 0
+        text = line_of(self.source, line)
+        col = max(e.offset or 1, 1)
+        hint = ""
+        if "default" in e.msg and "follows" in e.msg:
+            # `def f(w, g, lr, t, beta=0.9, eps)`: 'non-default argument follows default
+            # argument' (3.11), 'parameter without a default follows parameter with a default'
+            name = re.match(r"[A-Za-z_]\w*", text[col - 1:]) if text else None
+            name_text = name.group(0) if name else "beta"
+            hint = (f"give '{name_text}' a default if it is a hyperparameter, e.g. "
+                    f"`{name_text}=0.9`; state parameters (no default) come before the "
+                    f"hyperparameters")
+        return Diagnostic(f"syntax error: {e.msg}", self.filename, line, col, text, hint=hint)
+
+
+def _statement_lines(lines: list[str], line: int) -> tuple[int, int] | None:
+    """(first, last) line of the statement holding `line`, 1-based: back over continuation
+    lines (indented deeper than the line before them, which does not open a block) to the
+    statement's first line, then on over the lines indented deeper than it (the rest of the
+    statement, or the block it opens). None when `line` is not in the text."""
+    def indent(text: str) -> int:
+        return len(text) - len(text.lstrip())
+
+    def is_code(text: str) -> bool:
+        return bool(text.strip()) and not text.lstrip().startswith("#")
+
+    def opens_block(text: str) -> bool:
+        return re.sub(r"#.*", "", text).rstrip().endswith(":")
+
+    line = min(line, len(lines))
+    while line > 0 and not is_code(lines[line - 1]):
+        line -= 1  # an error at the end of the file, or on a blank line
+    if line <= 0:
+        return None
+    first = line
+    while True:
+        before = first - 1
+        while before > 0 and not is_code(lines[before - 1]):
+            before -= 1
+        if before <= 0 or indent(lines[before - 1]) >= indent(lines[first - 1]) or \
+                opens_block(lines[before - 1]):
+            break
+        first = before
+    last = line
+    k = line + 1
+    while k <= len(lines):
+        if is_code(lines[k - 1]):
+            if indent(lines[k - 1]) <= indent(lines[first - 1]):
+                break
+            last = k
+        k += 1
+    return first, last
 
 
 def normalize_doc(doc: str) -> str:
@@ -196,6 +361,11 @@ def _char_col(line: str, byte_offset: int) -> int:
     return len(line.encode("utf-8")[:byte_offset].decode("utf-8", errors="ignore")) + 1
 
 
+# Stand-in for a value the parser could not read (see the module doc): a tensor that
+# depends on g, for which no checker error can fire.
+_UNKNOWN_VALUE = ("add", ("g", "g"))
+
+
 @dataclass
 class _Rule:
     module: _Module
@@ -207,105 +377,207 @@ class _Rule:
     env: dict[str, Arg] = field(default_factory=dict)
     immutable: set[str] = field(default_factory=set)
     temps: dict[str, str] = field(default_factory=dict)  # user-written _N -> positional name
+    errors: list[Diagnostic] = field(default_factory=list)
 
-    def fail(self, node, message) -> _Fail:
-        return self.module.fail(node, message)
+    def fail(self, node, message, hint: str = "") -> _Fail:
+        return self.module.fail(node, message, hint)
+
+    def report(self, node, message, hint: str = "") -> None:
+        self.errors.append(self.fail(node, message, hint).diagnostic)
+
+    def attempt(self, check, *args) -> bool:
+        """Run `check(*args)`; a `_Fail` it raises is reported. True when it passed."""
+        try:
+            check(*args)
+            return True
+        except _Fail as f:
+            self.errors.append(f.diagnostic)
+            return False
 
     # ---- the signature ---------------------------------------------------------------------
-    def parse(self) -> Program:
+    def parse(self) -> ParsedRule:
         fn = self.node
-        self.check_name(fn, fn.name, "rule name")
+        signature = self.signature()
+        try:
+            returns, return_pos, doc = self.statements(signature)
+        except _Fail as f:  # fatal: the rule is too long to read on
+            self.errors.append(f.diagnostic)
+            return ParsedRule(fn.name, None, tuple(self.errors))
+        if signature is None:
+            return ParsedRule(fn.name, None, tuple(self.errors))
+        state, hyper, param_pos = signature
+        if returns is None:  # reported; the stand-in returns values of unknown kind
+            try:
+                returns = tuple(self.unknown_value(fn) for _ in range(1 + len(state)))
+            except _Fail:  # too long: no stand-in
+                return ParsedRule(fn.name, None, tuple(self.errors))
+        origin = Origin(self.module.filename, self.module.source, self.pos(fn),
+                        tuple(self.positions), param_pos, return_pos)
+        program = Program(fn.name, tuple(state), tuple(hyper), tuple(self.body), returns, doc,
+                          origin)
+        return ParsedRule(fn.name, program, tuple(self.errors))
+
+    def signature(self) -> tuple[list[str], list[tuple[str, float]],
+                                 dict[str, tuple[int, int]]] | None:
+        """(state, hyperparameters, parameter positions); None when the parameters are not
+        a rule's (reported), in which case every parameter still names a value."""
+        fn = self.node
+        self.attempt(self.check_name, fn, fn.name, "rule name")
         if fn.decorator_list:
-            raise self.fail(fn.decorator_list[0], "decorators are not part of the rule language")
+            self.report(fn.decorator_list[0], "decorators are not part of the rule language")
         a = fn.args
+        well_formed = True
         if a.vararg or a.kwarg:
-            raise self.fail(a.vararg or a.kwarg, "'*args' and '**kwargs' are not part of the "
-                                                 "rule language")
+            well_formed = False
+            self.report(a.vararg or a.kwarg, "'*args' and '**kwargs' are not part of the "
+                                             "rule language")
         if a.posonlyargs or a.kwonlyargs:
+            well_formed = False
             bad = (a.posonlyargs or a.kwonlyargs)[0]
-            raise self.fail(bad, "positional-only and keyword-only parameters are not part "
-                                 "of the rule language")
+            self.report(bad, "positional-only and keyword-only parameters are not part of the "
+                             "rule language")
         if fn.returns is not None:
-            raise self.fail(fn.returns, "type annotations are not part of the rule language")
+            self.report(fn.returns, "type annotations are not part of the rule language")
         params = a.args
-        for i, name in enumerate(INPUTS):
-            if i >= len(params) or params[i].arg != name:
-                where = params[i] if i < len(params) else fn
-                found = f"; found '{params[i].arg}'" if i < len(params) else ""
-                raise self.fail(where, f"a rule's parameters start with (w, g, lr, t){found}")
+        if well_formed:
+            for i, name in enumerate(INPUTS):
+                if i >= len(params) or params[i].arg != name:
+                    where = params[i] if i < len(params) else fn
+                    found = f"; found '{params[i].arg}'" if i < len(params) else ""
+                    self.report(where, f"a rule's parameters start with (w, g, lr, t){found}")
+                    well_formed = False
+                    break
         n_plain = len(params) - len(a.defaults)
         state: list[str] = []
         hyper: list[tuple[str, float]] = []
         param_pos: dict[str, tuple[int, int]] = {}
         for i, p in enumerate(params):
             if p.annotation is not None:
-                raise self.fail(p.annotation, "type annotations are not part of the rule "
-                                              "language")
-            self.check_name(p, p.arg, "parameter")
+                self.report(p.annotation, "type annotations are not part of the rule language")
+            self.attempt(self.check_name, p, p.arg, "parameter")
             param_pos[p.arg] = self.pos(p)
             if i < len(INPUTS):
                 continue
             if i < n_plain:
                 state.append(p.arg)
-            else:
-                default = a.defaults[i - n_plain]
-                value = _number(default)
-                if value is None:
-                    raise self.fail(default, f"hyperparameter '{p.arg}' must default to a "
-                                             f"number")
-                if not math.isfinite(value):
-                    raise self.fail(default, f"hyperparameter '{p.arg}' must default to a "
-                                             f"finite number")
-                hyper.append((p.arg, value))
+                continue
+            default = a.defaults[i - n_plain]
+            value = _number(default)
+            if value is None:
+                self.report(default, f"hyperparameter '{p.arg}' must default to a number")
+            elif not math.isfinite(value):
+                self.report(default, f"hyperparameter '{p.arg}' must default to a finite "
+                                     f"number")
+            hyper.append((p.arg, value if value is not None and math.isfinite(value) else 0.0))
         for name in INPUTS + tuple(state):
             self.env[name] = name
         for name, _ in hyper:
             self.env[name] = name
         self.immutable = set(INPUTS) | {n for n, _ in hyper}
+        if not well_formed:
+            others = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+            others += [x.arg for x in (a.vararg, a.kwarg) if x is not None]
+            for name in others:
+                self.env.setdefault(name, name)
+            return None
+        return state, hyper, param_pos
 
-        # ---- the body ----------------------------------------------------------------------
+    # ---- the body ----------------------------------------------------------------------
+    def statements(self, signature) -> tuple[tuple[Arg, ...] | None, tuple[int, int], str]:
+        """Read the body: (the returned values, the return's position, the docstring). The
+        returns are None when the return could not be read (reported). Each statement that
+        fails is reported and dropped (see the module doc)."""
+        fn = self.node
+        state = signature[0] if signature is not None else []
         stmts = list(fn.body)
         doc = ""
         if stmts and _is_docstring(stmts[0]):
             doc = normalize_doc(stmts.pop(0).value.value)
         self.last_assignment = _last_assignments(stmts)
         returns: tuple[Arg, ...] | None = None
+        return_seen = False
+        return_lost = False  # in a statement set aside for a syntax error
         return_pos = (0, 0)
         for k, st in enumerate(stmts):
-            if returns is not None:
-                raise self.fail(st, "code after 'return' is never run")
-            if isinstance(st, ast.Assign):
-                if len(st.targets) != 1 or not isinstance(st.targets[0], ast.Name):
-                    raise self.fail(st.targets[-1] if len(st.targets) == 1 else st,
-                                    "assign to one name at a time ('x = ...')")
-                self.assign(st.targets[0], st.value, st, k)
-            elif isinstance(st, ast.AugAssign):
-                if not isinstance(st.target, ast.Name):
-                    raise self.fail(st.target, "assign to one name at a time ('x = ...')")
-                op = _BINOPS.get(type(st.op))
-                if op is None:
-                    raise self.fail(st, f"operator '{_OPERATOR_TEXT.get(type(st.op), '?')}=' "
-                                        f"is not part of the rule language")
-                binop = ast.BinOp(left=ast.Name(st.target.id, ast.Load()), op=st.op,
-                                  right=st.value)
-                ast.copy_location(binop, st)
-                ast.copy_location(binop.left, st.target)
-                self.assign(st.target, binop, st, k)
-            elif isinstance(st, ast.Return):
-                return_pos = self.pos(st)
-                returns = self.returns(st, state)
-            else:
-                what = _CONSTRUCTS.get(type(st).__name__, type(st).__name__)
-                if _is_docstring(st):
-                    what = "a string"
-                raise self.fail(st, f"{what} is not part of the rule language")
-        if returns is None:
-            raise self.fail(fn, f"rule '{fn.name}' has no 'return'; it must return the step"
-                                + "".join(f", the new {s}" for s in state))
-        origin = Origin(self.module.filename, self.module.source, self.pos(fn),
-                        tuple(self.positions), param_pos, return_pos)
-        return Program(fn.name, tuple(state), tuple(hyper), tuple(self.body), returns, doc,
-                       origin)
+            if return_seen:
+                self.report(st, "code after 'return' is never run")
+                break
+            set_aside = self.module.set_aside.get(st.lineno) if isinstance(st, ast.Pass) \
+                else None
+            if set_aside is not None:  # a syntax error, reported
+                return_seen = set_aside.is_return
+                return_lost = return_lost or set_aside.holds_return
+                self.unknown(set_aside.names, st)
+                continue
+            mark = len(self.body)
+            try:
+                if isinstance(st, ast.Return):
+                    return_seen = True
+                    return_pos = self.pos(st)
+                    returns = self.returns(st, state, signature is not None)
+                else:
+                    self.statement(st, k)
+            except _Fail as f:
+                if f.fatal:
+                    raise
+                self.errors.append(f.diagnostic)
+                del self.body[mark:], self.positions[mark:]
+                self.unknown(_assigned_names(st), st)
+        if not return_seen and not return_lost:
+            self.report(fn, f"rule '{fn.name}' has no 'return'; it must return the step"
+                            + "".join(f", the new {s}" for s in state))
+        return returns, return_pos, doc
+
+    def statement(self, st: ast.stmt, index: int) -> None:
+        if isinstance(st, ast.Assign):
+            if len(st.targets) != 1 or not isinstance(st.targets[0], ast.Name):
+                raise self.fail(st.targets[-1] if len(st.targets) == 1 else st,
+                                "assign to one name at a time ('x = ...')")
+            self.assign(st.targets[0], st.value, st, index)
+        elif isinstance(st, ast.AugAssign):
+            if not isinstance(st.target, ast.Name):
+                raise self.fail(st.target, "assign to one name at a time ('x = ...')")
+            op = _BINOPS.get(type(st.op))
+            if op is None:
+                raise self.fail(st, f"operator '{_OPERATOR_TEXT.get(type(st.op), '?')}=' "
+                                    f"is not part of the rule language")
+            binop = ast.BinOp(left=ast.Name(st.target.id, ast.Load()), op=st.op,
+                              right=st.value)
+            ast.copy_location(binop, st)
+            ast.copy_location(binop.left, st.target)
+            self.assign(st.target, binop, st, index)
+        else:
+            what = _CONSTRUCTS.get(type(st).__name__, type(st).__name__)
+            if _is_docstring(st):
+                what = "a string"
+            raise self.fail(st, f"{what} is not part of the rule language")
+
+    def unknown(self, names, node: ast.AST) -> None:
+        """The names a dropped statement assigns hold a value of unknown kind from here on."""
+        for name in names:
+            if name not in self.immutable:
+                self.unknown_value(node, name)
+
+    def unknown_value(self, node: ast.AST, target: str | None = None) -> str:
+        op, args = _UNKNOWN_VALUE
+        return self.emit(node, op, args, target)
+
+    def each(self, nodes, depth: int) -> tuple[Arg, ...]:
+        """The values of `nodes`, each read even after an error in another (so that every
+        error is found); the first error is raised, the others reported."""
+        args: list[Arg] = []
+        failures: list[_Fail] = []
+        for node in nodes:
+            try:
+                args.append(self.expr(node, depth=depth))
+            except _Fail as f:
+                if f.fatal:
+                    raise
+                failures.append(f)
+        if failures:
+            self.errors.extend(f.diagnostic for f in failures[1:])
+            raise failures[0]
+        return tuple(args)
 
     def pos(self, node) -> tuple[int, int]:
         line = getattr(node, "lineno", 0)
@@ -343,20 +615,39 @@ class _Rule:
                                 f"before reassigning it")
         self.env[name] = arg
 
-    def returns(self, st: ast.Return, state: list[str]) -> tuple[Arg, ...]:
+    def returns(self, st: ast.Return, state: list[str],
+                check_count: bool) -> tuple[Arg, ...] | None:
+        """The returned values, or None (reported). Every value is read, so that errors in
+        each are found; `check_count` is False when the parameters were not a rule's."""
         if st.value is None:
-            raise self.fail(st, "return the step" + "".join(f", the new {s}" for s in state))
+            self.report(st, "return the step" + "".join(f", the new {s}" for s in state))
+            return None
         values = st.value.elts if isinstance(st.value, ast.Tuple) else [st.value]
+        args: list[Arg] = []
+        for v in values:
+            try:
+                args.append(self.expr(v))
+            except _Fail as f:
+                if f.fatal:
+                    raise
+                self.errors.append(f.diagnostic)
         expected = 1 + len(state)
-        if len(values) < expected:
+        if check_count and len(values) < expected:
             missing = state[len(values) - 1:]
-            raise self.fail(st, f"state input '{missing[0]}' is never returned: return the "
-                                f"step, then the new {', '.join(state)}")
-        if len(values) > expected:
+            first = missing[0]
+            hint = ""
+            if first not in self.last_assignment and _reads(self.node.body, first):
+                hint = (f"'{first}' is read but never assigned; if it is a hyperparameter, "
+                        f"give it a default, e.g. `{first}=0.9`")
+            self.report(st, f"state input '{first}' is never returned: return the step, then "
+                            f"the new {', '.join(state)}", hint)
+            return None
+        if check_count and len(values) > expected:
             want = "the step" + (f", then the new {', '.join(state)}" if state else " only")
-            raise self.fail(values[expected], f"return has {len(values)} values; expected "
-                                              f"{expected}: {want}")
-        return tuple(self.expr(v) for v in values)
+            self.report(values[expected], f"return has {len(values)} values; expected "
+                                          f"{expected}: {want}")
+            return None
+        return tuple(args) if len(args) == len(values) and check_count else None
 
     # ---- expressions ----------------------------------------------------------------------
     def expr(self, node: ast.expr, target: str | None = None,
@@ -391,15 +682,28 @@ class _Rule:
             if op is None:
                 raise self.fail(node, f"operator '{_OPERATOR_TEXT.get(type(node.op), '?')}' is "
                                       f"not part of the rule language")
-            left = self.expr(node.left, depth=depth)
-            right = self.expr(node.right, depth=depth)
-            return self.emit(node, op, (left, right), target)
+            return self.emit(node, op, self.each((node.left, node.right), depth), target)
         if isinstance(node, ast.Call):
             return self.call(node, target, depth)
         what = _CONSTRUCTS.get(type(node).__name__, type(node).__name__)
         raise self.fail(node, f"{what} is not part of the rule language")
 
     def call(self, node: ast.Call, target: str | None, depth: int) -> Arg:
+        try:
+            name = self.callee(node)
+        except _Fail as bad_call:
+            if not bad_call.fatal:  # the arguments may hold errors of their own
+                try:
+                    self.each([a for a in node.args if not isinstance(a, ast.Starred)], depth)
+                except _Fail as bad_argument:
+                    if bad_argument.fatal:
+                        raise
+                    self.errors.append(bad_argument.diagnostic)
+            raise
+        return self.emit(node, name, self.each(node.args, depth), target)
+
+    def callee(self, node: ast.Call) -> str:
+        """The op that `node` calls, if the call is well formed."""
         if not isinstance(node.func, ast.Name):
             if isinstance(node.func, ast.Attribute):
                 raise self.fail(node.func, "attribute access ('a.b') is not part of the rule "
@@ -413,9 +717,9 @@ class _Rule:
         if op is None:
             if name in self.env:
                 raise self.fail(node.func, f"'{name}' is a variable, not a function")
-            close = difflib.get_close_matches(name, list(OPS), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise self.fail(node.func, f"unknown function '{name}'{hint}")
+            hint = did_you_mean(name, OPS)
+            raise self.fail(node.func, f"unknown function '{name}'"
+                                       + (f"; {hint}" if hint else ""))
         if node.keywords:
             raise self.fail(node.keywords[0], f"{name}() takes positional arguments only")
         for a in node.args:
@@ -424,8 +728,7 @@ class _Rule:
         if len(node.args) != op.arity:
             plural = "argument" if op.arity == 1 else "arguments"
             raise self.fail(node, f"{name}() takes {op.arity} {plural}, got {len(node.args)}")
-        args = tuple(self.expr(a, depth=depth) for a in node.args)
-        return self.emit(node, name, args, target)
+        return name
 
     def lookup(self, node: ast.Name) -> Arg:
         name = node.id
@@ -435,13 +738,13 @@ class _Rule:
             return self.temps[name]
         if name in OPS:
             raise self.fail(node, f"'{name}' is a function; call it, e.g. {name}(x)")
-        close = difflib.get_close_matches(name, [n for n in self.env if not is_temp(n)], n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise self.fail(node, f"undefined name '{name}'{hint}")
+        hint = did_you_mean(name, [n for n in self.env if not is_temp(n)])
+        raise self.fail(node, f"undefined name '{name}'" + (f"; {hint}" if hint else ""))
 
     def emit(self, node: ast.AST, op: str, args: tuple[Arg, ...], target: str | None) -> str:
         if len(self.body) >= MAX_STATEMENTS:
-            raise self.fail(node, f"rule has more than {MAX_STATEMENTS} operations")
+            raise self.module.fail(node, f"rule has more than {MAX_STATEMENTS} operations",
+                                   fatal=True)
         index = len(self.body)
         if target is None or is_temp(target):
             name = temp_name(index)
@@ -479,3 +782,15 @@ def _last_assignments(stmts: list[ast.stmt]) -> dict[str, int]:
             if isinstance(t, ast.Name):
                 last[t.id] = k
     return last
+
+
+def _reads(stmts: list[ast.stmt], name: str) -> bool:
+    """Whether any of `stmts` reads the variable `name`."""
+    return any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)
+               for st in stmts for n in ast.walk(st))
+
+
+def _assigned_names(st: ast.stmt) -> list[str]:
+    """The names a statement assigns (``x = ...``, ``a, b = ...``, a loop variable...)."""
+    return [n.id for n in ast.walk(st)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]

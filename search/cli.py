@@ -19,6 +19,7 @@ from .errors import UserError
 
 COMMAND_MODULES = (
     "search.commands.rules",
+    "search.commands.ops_cmd",
     "search.commands.campaign",
     "search.commands.store_cmds",
     "search.commands.eval_cmd",

@@ -38,13 +38,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def suite_name(text: str) -> str:
+    """`--suite`: a known suite's name; else argparse's "invalid choice", with the closest
+    name when one is close."""
+    if text in evaluators.SUITES:
+        return text
+    hint = dsl.did_you_mean(text, evaluators.SUITES)
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r}" + (f"; {hint}" if hint else "")
+        + f" (choose from {', '.join(evaluators.SUITES)})")
+
+
 def register(sub) -> None:
     p = sub.add_parser("eval", help="score a rule file or seed on a suite of proxy tasks",
                        description="Train a rule on every task of a suite (all learning "
                                    "rates and seeds at once) and print its scores.")
     p.add_argument("rule", metavar="FILE|SEED",
                    help="a .rule file, or the name of a seed (see `optforge seeds`)")
-    p.add_argument("--suite", choices=evaluators.SUITES, default="small",
+    p.add_argument("--suite", type=suite_name, choices=evaluators.SUITES, default="small",
                    help="task suite (default: small)")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="K",
                    help="worker processes (default 1: train in this process)")
@@ -59,6 +70,10 @@ def load_rule(spec: str) -> dsl.Program:
     elif spec in seeds.seed_names():
         program = seeds.load_seed(spec)
     else:
+        hint = dsl.did_you_mean(spec, seeds.seed_names())
+        if hint:
+            raise UserError(f"no rule file or seed named {spec!r}; {hint} "
+                            f"(`optforge seeds` lists the seeds)")
         raise UserError(f"no rule file or seed named {spec!r} "
                         f"(seeds: {', '.join(seeds.seed_names())})")
     return dsl.ensure_valid(program)

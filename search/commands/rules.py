@@ -11,8 +11,8 @@ from ..errors import UserError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("check", help="check rule files: one line per valid rule, positioned "
-                                     "errors (and warnings) otherwise")
+    p = sub.add_parser("check", help="check rule files: one line per valid rule, and every "
+                                     "error (positioned, in source order) and warning")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=run_check)
 
@@ -22,27 +22,24 @@ def register(sub) -> None:
 
 
 def run_check(args) -> int:
-    status = 0
+    """Every error of every file, in source order (then its warnings), and a count of the
+    errors when there is more than one; one line per valid rule on stdout."""
+    n_errors = 0
+    files_with_errors = 0
     for path in args.files:
-        try:
-            rules = dsl.load_rules(path)
-        except dsl.RuleError as e:
-            print(e, file=sys.stderr)
-            status = 1
-            continue
-        for rule in rules:
-            report = dsl.check(rule)
-            if report.ok:
-                n = dsl.statement_count(rule)
-                print(f"{rule.name}: {n} statement{'' if n == 1 else 's'}, "
-                      f"complexity {dsl.complexity(rule)}")
-            else:
-                status = 1
-                for d in report.errors:
-                    print(d.format(), file=sys.stderr)
-            for d in report.warnings:
-                print(d.format(), file=sys.stderr)
-    return status
+        report = dsl.check_file(path)
+        for rule in report.valid:
+            n = dsl.statement_count(rule)
+            print(f"{rule.name}: {n} statement{'' if n == 1 else 's'}, "
+                  f"complexity {dsl.complexity(rule)}")
+        for d in report.errors + report.warnings:
+            print(d.format(), file=sys.stderr)
+        n_errors += len(report.errors)
+        files_with_errors += not report.ok
+    if n_errors > 1:
+        where = f" in {files_with_errors} files" if files_with_errors > 1 else ""
+        print(f"{n_errors} errors{where}", file=sys.stderr)
+    return 1 if n_errors else 0
 
 
 def run_simplify(args) -> int:

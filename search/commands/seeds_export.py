@@ -6,7 +6,6 @@ seed name, then a program in the database (`--db`): its id or a structural-hash 
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import secrets
@@ -114,10 +113,9 @@ def resolve_rule(arg: str, db: str | None = None) -> ResolvedRule:
         raise UserError(f"no such file: {arg}")
     if arg.isdigit() or (len(arg) >= 4 and all(c in "0123456789abcdef" for c in arg)):
         return _stored_rule(arg, db)
-    close = difflib.get_close_matches(arg, names, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise UserError(f"'{arg}' is neither a rule file nor a seed; {hint}"
-                    f"`optforge seeds` lists the seeds")
+    hint = dsl.did_you_mean(arg, names)
+    raise UserError(f"'{arg}' is neither a rule file nor a seed; " + (f"{hint} " if hint else "")
+                    + "`optforge seeds` lists the seeds")
 
 
 def _stored_rule(text: str, db: str | None) -> ResolvedRule:
