@@ -17,16 +17,27 @@ One job per slot at a time buys two things:
   as a ``timeout`` run. The limit counts from the job's start on a warm worker: a fresh
   worker first runs a no-op to show it is up, and only then gets jobs.
 
-Workers are reused across calls (data and compiled kernels stay cached in them) until
-`close`. Jobs and results cross process boundaries by pickling: everything in a `Job` and a
-`TaskRun` is plain frozen data.
+Workers start lazily: a slot starts its worker when a job is there for it (a pool of 8
+slots given 2 jobs starts 2 processes), and a slot whose worker died or was killed starts a
+new one only for its next job. Workers are reused across calls (data and compiled kernels
+stay cached in them) until `close`. Jobs and results cross process boundaries by pickling:
+everything in a `Job` and a `TaskRun` is plain frozen data.
+
+How many workers a machine can take (`worker_limit`): on CPU, one per usable core (the
+process's CPU affinity and a cgroup CPU quota; more only oversubscribe the cores), and on
+any machine no more than fit in the memory available, at `WORKER_MEMORY_BYTES` each. A
+request beyond that is refused by the command line (`check_workers`) and capped, with a
+warning, by a pool built without explicit `devices`.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
 from joblib.externals import loky
@@ -37,7 +48,10 @@ from .scoring import EvaluationError
 from .trainer import Status, TaskRun
 
 __all__ = ["EvaluatorPool", "SlotSpec", "plan_slots", "cuda_device_count", "WORKER_DIED",
-           "HARD_LIMIT"]
+           "HARD_LIMIT", "WORKER_MEMORY_BYTES", "WorkerLimit", "worker_limit", "check_workers",
+           "usable_cores", "available_memory"]
+
+log = logging.getLogger(__name__)
 
 # How the runs of jobs that took their worker down begin their error message.
 WORKER_DIED = "worker died while running this candidate"
@@ -59,17 +73,124 @@ def cuda_device_count() -> int:
         return 0
 
 
-def plan_slots(workers: int | None, cuda_devices: int, cpu_count: int) -> list[SlotSpec]:
+# Memory one worker process may take, for `worker_limit`. Measured on Linux with torch
+# 2.13 (CPU) as the peak resident set (VmHWM) of one pool worker training Lion: 372 MB on
+# the tiny suite, 400 MB on `small`, 459 MB on `medium` and 686 MB on `validation` (the
+# held-out suite, also run on the pool), of which 488 MB private; the rest is shared
+# libraries (libtorch above all) that workers share. Reckoned above the largest on purpose:
+# a worker killed for memory costs its candidate and a restart.
+WORKER_MEMORY_BYTES = 768 * 2**20
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its CPU affinity (a container's cpuset,
+    `taskset`), capped by a cgroup v2 CPU quota (``docker --cpus``)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def available_memory() -> int | None:
+    """Bytes that new processes can take without swapping: Linux's ``MemAvailable``
+    (free memory plus reclaimable caches), else the free pages, capped by what a cgroup v2
+    memory limit leaves; None if the system does not say."""
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            room = max(0, int(limit) - used)
+            available = room if available is None else min(available, room)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+@dataclass(frozen=True)
+class WorkerLimit:
+    """The most evaluator workers this machine should run, and why."""
+
+    workers: int
+    cores: int
+    cuda_devices: int
+    memory: int | None  # bytes available, None if unknown
+    by_memory: int | None  # workers that fit in it
+
+    def problem(self, workers: int, what: str = "--workers") -> str | None:
+        """Why `workers` are too many (None: they fit). `what` names the setting."""
+        if self.cuda_devices == 0 and workers > self.cores:
+            cores = "1 core" if self.cores == 1 else f"{self.cores} cores"
+            return f"{what} {workers} exceeds the {cores} of this machine"
+        # On CUDA, workers beyond the device count are not started (`plan_slots`).
+        started = min(workers, self.cuda_devices) if self.cuda_devices else workers
+        if self.by_memory is not None and started > self.by_memory:
+            return (f"{what} {workers} needs about {_gb(started * WORKER_MEMORY_BYTES)} of "
+                    f"memory ({WORKER_MEMORY_BYTES // 2**20} MB a worker) but "
+                    f"{_gb(self.memory or 0)} is available (room for {self.by_memory})")
+        return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.1f} GB"
+
+
+def worker_limit(cuda_devices: int | None = None) -> WorkerLimit:
+    """This machine's limit (module doc). `cuda_devices`: None to ask torch."""
+    cores = usable_cores()
+    gpus = cuda_device_count() if cuda_devices is None else cuda_devices
+    memory = available_memory()
+    by_memory = None if memory is None else max(1, memory // WORKER_MEMORY_BYTES)
+    workers = gpus if gpus > 0 else cores
+    if by_memory is not None:
+        workers = min(workers, by_memory)
+    return WorkerLimit(max(1, workers), cores, gpus, memory, by_memory)
+
+
+def check_workers(workers: int | None, what: str = "--workers") -> str | None:
+    """Why asking for `workers` processes is too much for this machine, in one line naming
+    the limit (None: fine; None or 0 mean "as many as fit" and always are)."""
+    if not workers or workers < 1:
+        return None
+    return worker_limit().problem(workers, what)
+
+
+def plan_slots(workers: int | None, cuda_devices: int, cpu_count: int,
+               max_workers: int | None = None) -> list[SlotSpec]:
     """The pool's slots. With CUDA devices: one per device (at most `workers` of them if
     given), CPU threads shared out. Without: `workers` CPU slots (default: one per core, at
-    most 8) sharing the cores."""
+    most 8) sharing the cores. Never more than `max_workers` (`worker_limit`) if given."""
     if workers is not None and workers < 1:
         raise ValueError("workers must be >= 1")
     cpu_count = max(1, cpu_count)
     if cuda_devices > 0:
         n = cuda_devices if workers is None else min(workers, cuda_devices)
+    else:
+        n = workers if workers is not None else min(cpu_count, 8)
+    if max_workers is not None:
+        n = max(1, min(n, max_workers))
+    if cuda_devices > 0:
         return [SlotSpec(f"cuda:{i}", max(1, cpu_count // n)) for i in range(n)]
-    n = workers if workers is not None else min(cpu_count, 8)
     return [SlotSpec("cpu", max(1, cpu_count // n)) for _ in range(n)]
 
 
@@ -88,6 +209,8 @@ class _Slot:
         self.future: Any = None
         self.key: Hashable | None = None
         self.job: Job | None = None
+        # The job a worker is being started for: submitted once the worker is warm.
+        self.reserved: tuple[Hashable, Job] | None = None
         self.started = 0.0
         self.warm = False
         self.failed_starts = 0
@@ -122,7 +245,13 @@ class _Slot:
 
     @property
     def idle(self) -> bool:
+        """A warm worker with nothing to do."""
         return self.warm and self.future is None
+
+    @property
+    def vacant(self) -> bool:
+        """No worker and no job waiting for one: a job given here starts a worker."""
+        return self.executor is None and self.reserved is None
 
     @property
     def running(self) -> bool:
@@ -136,7 +265,9 @@ class EvaluatorPool:
     `devices`: explicit slots (overrides auto-detection); `runner`: the function a worker
     applies to a job (default `evaluators.jobs.run_job`; it must be picklable by reference);
     `hard_limit_s(job)`: seconds after which a running job is killed (default: twice its
-    task's time budget plus 30 s). Workers start when the pool is first used, all at once.
+    task's time budget plus 30 s). Without `devices`, the slots are capped at what this
+    machine takes (`worker_limit`; a warning says so). Each slot's worker starts when a job
+    is there for it (module doc).
     """
 
     # A slot whose fresh worker dies before running anything this many times in a row means
@@ -147,7 +278,13 @@ class EvaluatorPool:
                  runner: Callable[[Job], TaskRun] = run_job,
                  hard_limit_s: Callable[[Job], float] | None = None):
         if devices is None:
-            devices = plan_slots(workers, cuda_device_count(), os.cpu_count() or 1)
+            limit = worker_limit()
+            devices = plan_slots(workers, limit.cuda_devices, limit.cores,
+                                 max_workers=limit.workers)
+            problem = None if workers is None else limit.problem(workers, "workers")
+            if problem:  # e.g. a campaign resumed on a smaller machine than it began on
+                log.warning("evaluator pool: %s; starting at most %d", problem,
+                            len(devices))
         if not devices:
             raise ValueError("a pool needs at least one slot")
         kinds = {s.device.split(":")[0] for s in devices}
@@ -177,19 +314,26 @@ class EvaluatorPool:
         self._discarded = set()
         try:
             while True:
-                for slot in self.slots:
-                    slot.start()
-                for slot in self.slots:
-                    while slot.idle and not exhausted:
+                # Jobs go to warm idle workers first; then each vacant slot takes one and
+                # starts a worker for it (a worker is never started without a job).
+                for slot in sorted(self.slots, key=lambda s: not s.idle):
+                    while not exhausted and (slot.idle or slot.vacant):
                         try:
                             key, job = next(source)
                         except StopIteration:
                             exhausted = True
                             break
-                        if key not in self._discarded:
+                        if key in self._discarded:
+                            continue
+                        if slot.idle:
                             slot.submit(self.runner, key, job)
-                running = [s for s in self.slots if s.running]
-                if exhausted and not running:
+                        else:
+                            slot.reserved = (key, job)
+                for slot in self.slots:
+                    if slot.reserved is not None:
+                        slot.start()  # (again, after a failed start)
+                busy = [s for s in self.slots if s.running or s.reserved is not None]
+                if exhausted and not busy:
                     return
                 pending = [s.future for s in self.slots if s.future is not None]
                 done, _ = loky.wait(pending, timeout=0.5, return_when=loky.FIRST_COMPLETED)
@@ -201,6 +345,11 @@ class EvaluatorPool:
                             yield slot.key, self._collect(slot)
                         else:
                             self._warmed(slot)
+                            if slot.idle and slot.reserved is not None:
+                                key, job = slot.reserved
+                                slot.reserved = None
+                                if key not in self._discarded:
+                                    slot.submit(self.runner, key, job)
                     elif slot.running and \
                             time.monotonic() - slot.started > self.hard_limit_s(slot.job):
                         key, job = slot.key, slot.job
@@ -214,6 +363,7 @@ class EvaluatorPool:
         finally:
             # An abandoned generator (the caller stopped early) must not leave jobs running.
             for slot in self.slots:
+                slot.reserved = None
                 if slot.running:
                     slot.kill()
 
@@ -261,6 +411,7 @@ class EvaluatorPool:
                 slot.executor = None
                 slot.warm = False
                 slot.release()
+            slot.reserved = None
 
     def __enter__(self) -> "EvaluatorPool":
         return self

@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        _check_workers(args)
         return int(args.func(args) or 0)
     except (UserError, RuleError) as e:
         print(f"optforge {args.command}: error: {e}" if isinstance(e, UserError) else str(e),
@@ -56,6 +57,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `optforge top | head`
         return 0
+    except Exception as e:
+        message = _database_error(e, args)
+        if message is None:
+            raise
+        print(f"optforge {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _check_workers(args: argparse.Namespace) -> None:
+    """``--workers N`` (run, resume, eval, validate) beyond this machine's cores or memory
+    is refused before the command starts anything: one line stating the limit."""
+    workers = getattr(args, "workers", None)
+    if isinstance(workers, int) and workers > 0:
+        from evaluators.pool import check_workers
+        problem = check_workers(workers, "--workers")
+        if problem:
+            raise UserError(problem)
+
+
+def _database_error(e: Exception, args: argparse.Namespace) -> str | None:
+    """The one-line message for a database error that a command let through (a store
+    error, or one the driver raised mid-command), naming the database; None for anything
+    else. Modules that were never imported cannot have raised."""
+    store_errors = sys.modules.get("store.errors")
+    if store_errors is not None and isinstance(e, store_errors.StoreError):
+        return str(e)
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    sqlite3 = sys.modules.get("sqlite3")
+    if (sa_exc is not None and isinstance(e, sa_exc.DBAPIError)) or \
+            (sqlite3 is not None and isinstance(e, sqlite3.Error)):
+        from store.engine import describe_location, store_error
+        return str(store_error(e, describe_location(getattr(args, "db", None))))
+    return None
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@ annotated default) with command-line overrides on top."""
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from evaluators.pool import check_workers
 from evaluators.tasks import SUITES
 
 from .errors import UserError
@@ -85,7 +87,10 @@ class CampaignConfig:
 
     def with_overrides(self, **overrides: Any) -> "CampaignConfig":
         """Top-level and `section.key` overrides, e.g. ``budget=10, **{"funnel.stage1":
-        "tiny"}``; None values are ignored."""
+        "tiny"}``; None values are ignored. The result is the configuration a run on this
+        machine will use, so its `workers` is checked against this machine's cores and
+        memory too (`evaluators.pool.check_workers`): a campaign stored elsewhere still
+        resumes (`config_from_dict` does not check), its pool capped to what fits here."""
         top = {k: v for k, v in overrides.items() if v is not None and "." not in k}
         cfg = replace(self, **top)
         for key, value in overrides.items():
@@ -93,7 +98,11 @@ class CampaignConfig:
                 continue
             section, name = key.split(".", 1)
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
-        return _validated(cfg)
+        cfg = _validated(cfg)
+        problem = check_workers(cfg.workers, "workers =")
+        if problem:
+            raise UserError(f"invalid campaign configuration: {problem}")
+        return cfg
 
 
 def default_config() -> CampaignConfig:
@@ -108,9 +117,17 @@ def load_config(path: str | Path | None) -> CampaignConfig:
         return default_config()
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            raw = f.read()
     except OSError as e:
         raise UserError(f"{path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:  # TOML is UTF-8 text (tomllib would raise this raw)
+        line = raw[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}: not valid TOML: line {line} is not UTF-8 text "
+                        f"(byte 0x{raw[e.start]:02x})") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
     return _from_mapping(data, str(path))
@@ -153,7 +170,12 @@ def _from_mapping(data: Mapping[str, Any], where: str) -> CampaignConfig:
         elif key in _TOP:
             if not isinstance(value, _TOP[key]) or isinstance(value, bool):
                 raise UserError(f"{where}: '{key}' must be a {_TOP[key][0].__name__}")
-            kwargs[key] = tuple(str(s) for s in value) if key == "seeds" else value
+            if key == "seeds":
+                if not all(isinstance(s, str) and s for s in value):
+                    raise UserError(f"{where}: 'seeds' must be a list of seed names or "
+                                    ".rule files (strings)")
+                value = tuple(value)
+            kwargs[key] = value
         else:
             raise UserError(f"{where}: unknown key '{key}'")
     return _validated(CampaignConfig(**kwargs))
@@ -176,15 +198,42 @@ def _section(cls, value: Any, where: str):
     return cls(**out)
 
 
+# Integers are stored (as JSON) with the campaign, and the seed seeds numpy's generator:
+# each must fit a signed 64-bit integer, which every database and JSON reader keeps exactly.
+_INT_LIMIT = 2**63
+
+
 def _validated(cfg: CampaignConfig) -> CampaignConfig:
+    """Every problem of a configuration at once, as one `UserError` line. Runs before a
+    campaign touches the database, so a bad value never leaves a campaign behind."""
     e = cfg.evolution
     problems = []
+    for where, value in _numbers(cfg):
+        if isinstance(value, int) and not -_INT_LIMIT < value < _INT_LIMIT:
+            problems.append(f"{where} = {value} is out of range (|{where}| < 2**63)")
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{where} must be a finite number, not {value}")
+    if not 0 <= cfg.seed < _INT_LIMIT:
+        problems.append(f"seed must be an integer from 0 to 2**63-1, not {cfg.seed}")
+    if cfg.name is not None:
+        name = cfg.name
+        if not name or name != name.strip() or "\n" in name or len(name) > 200:
+            problems.append(f"name must be 1 to 200 characters on one line without "
+                            f"surrounding spaces (leave it out for a generated one), "
+                            f"not {name!r}")
+        elif name.isdigit():
+            problems.append(f"name cannot be all digits (it would read as an id): {name!r}")
     if cfg.budget < 1:
         problems.append("budget must be >= 1")
     if cfg.workers < 0:
         problems.append("workers must be >= 0 (0: one per core)")
     if not cfg.seeds:
         problems.append("seeds must name at least one seed")
+    for stage in ("stage1", "stage2"):
+        if getattr(cfg.funnel, stage) not in SUITES:
+            problems.append(f"funnel.{stage} must be one of {', '.join(SUITES)}")
+    if cfg.simplify.tolerance < 0:
+        problems.append("simplify.tolerance must be >= 0")
     if e.strategy not in ("evolution", "random"):
         problems.append("evolution.strategy must be 'evolution' or 'random'")
     if e.population < 2 or not 1 <= e.tournament <= e.population:
@@ -206,3 +255,16 @@ def _validated(cfg: CampaignConfig) -> CampaignConfig:
     if problems:
         raise UserError("invalid campaign configuration: " + "; ".join(problems))
     return cfg
+
+
+def _numbers(cfg: CampaignConfig):
+    """``(key, value)`` for every number in the configuration, keys as in the TOML."""
+    for key in ("budget", "workers"):  # (the seed has its own, narrower, range)
+        yield key, getattr(cfg, key)
+    for section in _SECTIONS:
+        for f in fields(getattr(cfg, section)):
+            value = getattr(getattr(cfg, section), f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                yield f"{section}.{f.name}", value
+    for name, weight in cfg.mutations.items():
+        yield f"mutations.{name}", weight

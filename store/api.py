@@ -137,12 +137,15 @@ class Store:
             self.schema_revision = ensure_schema(self._engines, create=create,
                                                  upgrade=upgrade)
         except DBAPIError as e:
+            from .engine import store_error
+            from .errors import DatabaseFailed
+
             self._engines.dispose()
-            reason = describe_db_error(e)
-            if "not a database" in reason or "malformed" in reason:
-                raise NotAnOptforgeDatabase(f"{self.display_url} is not an optforge "
-                                            f"database: {reason}") from None
-            raise ConnectionFailed(f"cannot open {self.display_url}: {reason}") from None
+            error = store_error(e, self.display_url)  # damaged, read-only, not ours, ...
+            if isinstance(error, DatabaseFailed):  # e.g. a server that cannot be reached
+                error = ConnectionFailed(f"cannot open {self.display_url}: "
+                                         f"{describe_db_error(e)}")
+            raise error from None
         except BaseException:
             self._engines.dispose()
             raise

@@ -43,3 +43,24 @@ class InvalidRecord(StoreError, ValueError):
 
 class DatabaseBusy(StoreError):
     """Another writer held the database for longer than the store is willing to wait."""
+
+
+class DatabaseDamaged(StoreError):
+    """The SQLite file is damaged ("database disk image is malformed"): some of its pages
+    do not hold what SQLite expects. Found before anything is written to it, and then
+    nothing is."""
+
+
+class ReadOnlyDatabase(StoreError):
+    """This process cannot write the database (a read-only file, directory or file
+    system, or a server that refuses writes); nothing was written. `reason`, when known,
+    says why in a few words ("the file is read-only")."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+
+
+class DatabaseFailed(StoreError):
+    """The database reported an error the store has no better name for (a disk I/O error,
+    a full disk, a dropped server): its first line, naming the database."""

@@ -11,7 +11,8 @@ Opening a database (`ensure_schema`):
 * at an older known revision: upgrade (if allowed),
 * at an unknown revision: refuse clearly, since it was written by a newer optforge and this
   one cannot know what its rows mean,
-* tables but no Alembic version: not an optforge database; refuse.
+* tables but no Alembic version: not an optforge database; refuse,
+* older, but this process cannot write the file: refuse, saying why (`ReadOnlyDatabase`).
 
 Two processes that open a fresh database at once must not both create the tables: on SQLite
 the check-and-migrate runs inside ``BEGIN IMMEDIATE`` (the write engine), on PostgreSQL under
@@ -30,7 +31,12 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from .engine import Engines, display_url
-from .errors import NotAnOptforgeDatabase, SchemaOutdated, SchemaTooNew
+from .errors import (
+    NotAnOptforgeDatabase,
+    ReadOnlyDatabase,
+    SchemaOutdated,
+    SchemaTooNew,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"
@@ -81,15 +87,22 @@ def ensure_schema(engines: Engines, *, create: bool, upgrade: bool) -> str:
         raise SchemaOutdated(f"{where} has schema revision {rev}, older than this "
                              f"optforge's {head}; open it for writing to upgrade it")
 
-    with engines.write.begin() as conn:  # BEGIN IMMEDIATE on SQLite
-        if engines.backend == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-        rev = current_revision(conn)  # again: another process may have migrated meanwhile
-        _refuse_unknown(rev, known, head, where)
-        if rev != head:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+    try:
+        with engines.write.begin() as conn:  # BEGIN IMMEDIATE on SQLite
+            if engines.backend == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            rev = current_revision(conn)  # again: another process may have migrated
+            _refuse_unknown(rev, known, head, where)
+            if rev != head:
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+    except ReadOnlyDatabase as e:
+        if rev is None:
+            raise  # "cannot write to ...": tables cannot be created in it
+        raise ReadOnlyDatabase(f"{where} has schema revision {rev}, older than this "
+                               f"optforge's {head}, and cannot be upgraded: "
+                               f"{e.reason or e}", e.reason) from None
     return head
 
 

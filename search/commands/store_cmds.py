@@ -7,7 +7,9 @@
 
 Every subcommand takes ``--db URL`` (default: `$OPTFORGE_DB`, else ``sqlite:///optforge.db``).
 These commands only read: a missing database is an error, never a new empty file. An ID is
-a program id or a prefix of its structural hash.
+a program id or a prefix of its structural hash. A database this user may not write (a
+read-only file or directory) is read without writing anything beside it (`store.engine`);
+a damaged one, or any other error of the database, is a one-line error naming it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
+
+from sqlalchemy.exc import DBAPIError
 
 from store import (
     ENV_VAR,
@@ -29,6 +34,7 @@ from store import (
     StoreError,
     write_lineage,
 )
+from store.engine import describe_location, store_error
 
 from ..errors import UserError
 from ..stages import STAGE1, STAGE2, STAGE_VALIDATION
@@ -87,12 +93,16 @@ def _positive_int(text: str) -> int:
 
 
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Store errors are user-facing one-liners (a missing database, an unknown id)."""
+    """Store errors are user-facing one-liners (a missing database, an unknown id), and so
+    is whatever the database driver raises while a listing reads (a damaged page met
+    half-way, a file that cannot be read): one line naming the database."""
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
         except StoreError as e:
             raise UserError(str(e)) from None
+        except (DBAPIError, sqlite3.Error) as e:
+            raise UserError(str(store_error(e, describe_location(args.db)))) from None
     return run
 
 
