@@ -12,11 +12,14 @@ from .errors import (
     AlreadyExists,
     ConnectionFailed,
     DatabaseBusy,
+    DatabaseDamaged,
+    DatabaseFailed,
     DatabaseNotFound,
     InvalidRecord,
     NotAnOptforgeDatabase,
     NotFound,
     SchemaOutdated,
+    ReadOnlyDatabase,
     SchemaTooNew,
     StoreError,
 )
@@ -41,6 +44,7 @@ from .records import (
 __all__ = [
     "Store", "Transaction", "DEFAULT_URL", "ENV_VAR", "resolve_url",
     "StoreError", "AlreadyExists", "ConnectionFailed", "DatabaseBusy", "DatabaseNotFound",
+    "DatabaseDamaged", "DatabaseFailed", "ReadOnlyDatabase",
     "InvalidRecord", "NotAnOptforgeDatabase", "NotFound", "SchemaOutdated", "SchemaTooNew",
     "Lease", "LeaseHeld", "LeaseLost", "LeaseRecord",
     "LINEAGE_FORMATS", "write_lineage", "CAMPAIGN_STATUSES", "CAMPAIGN_STATES", "ProgramData",
