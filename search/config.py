@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from evaluators.pool import check_workers
-from evaluators.tasks import SUITES
+from dsl.errors import did_you_mean
+from evaluators.tasks import SEARCH_SUITES, SUITES
 
 from .errors import UserError
 from .mutations import DEFAULT_WEIGHTS, MUTATIONS, Limits
@@ -230,8 +231,9 @@ def _validated(cfg: CampaignConfig) -> CampaignConfig:
     if not cfg.seeds:
         problems.append("seeds must name at least one seed")
     for stage in ("stage1", "stage2"):
-        if getattr(cfg.funnel, stage) not in SUITES:
-            problems.append(f"funnel.{stage} must be one of {', '.join(SUITES)}")
+        if getattr(cfg.funnel, stage) not in SEARCH_SUITES:
+            problems.append(_unknown_suite(f"funnel.{stage}", getattr(cfg.funnel, stage),
+                                           SEARCH_SUITES))
     if cfg.simplify.tolerance < 0:
         problems.append("simplify.tolerance must be >= 0")
     if e.strategy not in ("evolution", "random"):
@@ -242,8 +244,9 @@ def _validated(cfg: CampaignConfig) -> CampaignConfig:
         problems.append("max_state >= 0, max_statements, max_tries, restart_after >= 1")
     if not any(w > 0 for w in cfg.mutations.values()):
         problems.append("at least one mutation needs a weight > 0")
-    if cfg.funnel.screen not in ("",) + SUITES:
-        problems.append(f"funnel.screen must be one of {', '.join(SUITES)} or \"\" (none)")
+    if cfg.funnel.screen not in ("",) + SEARCH_SUITES:
+        problems.append(_unknown_suite("funnel.screen", cfg.funnel.screen, SEARCH_SUITES)
+                        + ' or "" (none)')
     if not 0.0 <= cfg.funnel.hurdle <= 1.0:
         problems.append("funnel.hurdle must be a quantile between 0 and 1")
     if cfg.funnel.stage2_max < 0 or cfg.simplify.max_ablations < 0:
@@ -251,7 +254,7 @@ def _validated(cfg: CampaignConfig) -> CampaignConfig:
     if cfg.validation.candidates < 1:
         problems.append("validation.candidates must be >= 1 (1: the winner)")
     if cfg.validation.suite not in SUITES:
-        problems.append(f"validation.suite must be one of {', '.join(SUITES)}")
+        problems.append(_unknown_suite("validation.suite", cfg.validation.suite, SUITES))
     if problems:
         raise UserError("invalid campaign configuration: " + "; ".join(problems))
     return cfg
@@ -268,3 +271,14 @@ def _numbers(cfg: CampaignConfig):
                 yield f"{section}.{f.name}", value
     for name, weight in cfg.mutations.items():
         yield f"mutations.{name}", weight
+
+
+def _unknown_suite(key: str, value: str, allowed: tuple[str, ...]) -> str:
+    """``funnel.stage1 is 'smal'; did you mean 'small'? It must be one of ...``. A campaign
+    selects only on SEARCH_SUITES: the held-out suites stay held out."""
+    if value in SUITES:
+        hint = "a held-out suite, never selected on"
+    else:
+        hint = did_you_mean(value, allowed)
+    return (f"{key} is {value!r}{'; ' + hint if hint else ''} (it must be one of "
+            f"{', '.join(allowed)})")

@@ -109,8 +109,11 @@ def test_the_largest_seed_is_accepted():
     (f'name = "{"x" * 201}"\n', "name must be 1 to 200 characters"),
     ("seeds = [1]\n", "'seeds' must be a list of seed names"),
     ('seeds = ["adamw", ""]\n', "'seeds' must be a list of seed names"),
-    ('[funnel]\nstage1 = "huge"\n', "funnel.stage1 must be one of tiny, small"),
-    ('[funnel]\nstage2 = "enormous"\n', "funnel.stage2 must be one of tiny, small"),
+    ('[funnel]\nstage1 = "huge"\n', "funnel.stage1 is 'huge' (it must be one of tiny, small, medium)"),
+    ('[funnel]\nstage2 = "enormous"\n', "funnel.stage2 is 'enormous' (it must be one of tiny, small, medium)"),
+    ('[funnel]\nstage1 = "smal"\n', "funnel.stage1 is 'smal'; did you mean 'small'? (it must be"),
+    ('[funnel]\nstage2 = "validation"\n',
+     "funnel.stage2 is 'validation'; a held-out suite, never selected on (it must be one of"),
     ("budget = \n", "not valid TOML"),
     ("seed = 'zero'\n", "'seed' must be a int"),
 ])

@@ -178,7 +178,7 @@ def test_cli_run_and_resume_report_user_errors(tmp_path, capsys):
     from search.cli import main
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     assert main(["run", "--suite", "nonexistent", "--db", db, "--no-progress"]) == 1
-    assert "nonexistent" in capsys.readouterr().err
+    assert "funnel.stage1 is 'nonexistent'" in capsys.readouterr().err
     assert main(["resume", "nobody", "--db", db]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1
