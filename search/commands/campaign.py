@@ -16,24 +16,47 @@ from ..errors import UserError
 RESUMABLE = ("paused", "interrupted", "failed")
 
 
+# The default campaign's cost, measured: `optforge run` on the embedded defaults, 2 workers
+# on the 2-core CPU development machine, 2026-12-01 (429 s).
+DEFAULT_CAMPAIGN_TIME = "about 7 minutes on a 2-core CPU machine"
+
+
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run a search campaign (the embedded default without a "
-                                   "config file)")
+    from evaluators.tasks import SEARCH_SUITES
+
+    from ..config import default_config
+
+    d = default_config()
+    p = sub.add_parser(
+        "run", help="run a search campaign (the embedded default without a config file)",
+        description=f"Run a search campaign. Without CONFIG.toml it runs the embedded default "
+                    f"(`optforge config` prints it, annotated): from "
+                    f"{', '.join(d.seeds)}, {d.budget} evaluations, stage 1 on "
+                    f"{d.funnel.stage1}, stage 2 on {d.funnel.stage2}, the winner validated "
+                    f"on {d.validation.suite}; {DEFAULT_CAMPAIGN_TIME}.")
     p.add_argument("config", nargs="?", metavar="CONFIG.toml",
-                   help="campaign configuration (see search/default_campaign.toml)")
-    p.add_argument("--budget", type=int, help="full evaluations to spend")
-    p.add_argument("--suite", help="stage-1 suite (tiny, small, medium)")
-    p.add_argument("--stage2", help="stage-2 suite")
+                   help="campaign configuration (`optforge config` prints the default)")
+    p.add_argument("--budget", type=int,
+                   help=f"full evaluations to spend (default {d.budget})")
+    p.add_argument("--suite", help=f"stage-1 suite: {', '.join(SEARCH_SUITES)} "
+                                   f"(default {d.funnel.stage1})")
+    p.add_argument("--stage2", help=f"stage-2 suite, where winners are chosen "
+                                    f"(default {d.funnel.stage2})")
     p.add_argument("--no-validation", action="store_true",
-                   help="do not validate the winner on the held-out validation suite")
+                   help=f"do not validate the winner on the held-out {d.validation.suite} "
+                        "suite")
     p.add_argument("--workers", type=int, help="evaluator processes (1: serial, "
-                                               "reproducible; 0: one per core)")
-    p.add_argument("--seed", type=int, help="random seed")
+                                               "reproducible; default 0: one per core)")
+    p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     p.add_argument("--name", help="campaign name (default: from the seed and the time)")
     p.add_argument("--db", help="database URL (default: $OPTFORGE_DB or ./optforge.db)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+    p = sub.add_parser("config", help="print the default campaign configuration, annotated "
+                                      "(copy it, edit it, pass it to `optforge run`)")
+    p.set_defaults(func=print_default_config)
 
     p = sub.add_parser("resume", help="continue a stopped or killed campaign")
     p.add_argument("campaign", metavar="CAMPAIGN", nargs="?",
@@ -44,6 +67,14 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=resume)
+
+
+def print_default_config(args) -> int:
+    from importlib import resources
+
+    sys.stdout.write(resources.files("search").joinpath("default_campaign.toml")
+                     .read_text("utf-8"))
+    return 0
 
 
 def _open_store(url, create=True):
