@@ -9,24 +9,67 @@
     >>> to_latex(p)                    # the rule's math
 """
 
-from .checker import (
-    FileReport,
-    Report,
-    check,
-    check_file,
-    check_source,
-    complexity,
-    ensure_valid,
-)
-from .errors import Diagnostic, RuleError, did_you_mean
-from .hashing import canonical_hash, fingerprint, structural_hash
-from .interpreter import init_state, run_step, run_steps
-from .ir import INPUTS, Arg, Program, Stmt, renumber_temps
-from .latex import to_latex
-from .ops import OPS, Op, OpKind
-from .parser import load, load_rules, parse, parse_rules, parse_with_errors
-from .printer import format_program, statement_count
-from .simplifier import simplify
+import importlib
+from typing import TYPE_CHECKING
+
+# Exports load their submodule on first use (PEP 562), so `from dsl import X` costs only
+# X's module: the command line's listings never import torch.
+_EXPORTS = {
+    "FileReport": "checker",
+    "Report": "checker",
+    "check": "checker",
+    "check_file": "checker",
+    "check_source": "checker",
+    "complexity": "checker",
+    "ensure_valid": "checker",
+    "Diagnostic": "errors",
+    "RuleError": "errors",
+    "did_you_mean": "errors",
+    "canonical_hash": "hashing",
+    "fingerprint": "hashing",
+    "structural_hash": "hashing",
+    "init_state": "interpreter",
+    "run_step": "interpreter",
+    "run_steps": "interpreter",
+    "INPUTS": "ir",
+    "Arg": "ir",
+    "Program": "ir",
+    "Stmt": "ir",
+    "renumber_temps": "ir",
+    "to_latex": "latex",
+    "OPS": "ops",
+    "Op": "ops",
+    "OpKind": "ops",
+    "load": "parser",
+    "load_rules": "parser",
+    "parse": "parser",
+    "parse_rules": "parser",
+    "parse_with_errors": "parser",
+    "format_program": "printer",
+    "statement_count": "printer",
+    "simplify": "simplifier",
+}
+
+if TYPE_CHECKING:
+    from .checker import (
+        FileReport,
+        Report,
+        check,
+        check_file,
+        check_source,
+        complexity,
+        ensure_valid,
+    )
+    from .errors import Diagnostic, RuleError, did_you_mean
+    from .hashing import canonical_hash, fingerprint, structural_hash
+    from .interpreter import init_state, run_step, run_steps
+    from .ir import INPUTS, Arg, Program, Stmt, renumber_temps
+    from .latex import to_latex
+    from .ops import OPS, Op, OpKind
+    from .parser import load, load_rules, parse, parse_rules, parse_with_errors
+    from .printer import format_program, statement_count
+    from .simplifier import simplify
+
 
 __all__ = [
     "INPUTS", "OPS", "Arg", "Diagnostic", "FileReport", "Op", "OpKind", "Program", "Report",
@@ -35,3 +78,16 @@ __all__ = [
     "load_rules", "parse", "parse_rules", "parse_with_errors", "renumber_temps", "run_step",
     "run_steps", "simplify", "statement_count", "structural_hash", "to_latex",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

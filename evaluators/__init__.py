@@ -14,13 +14,54 @@ workers) are statuses, never exceptions.
 Layering: this package imports only `dsl` of ours.
 """
 
-from .evaluation import (EvalResult, baseline_programs, ensure_baselines, evaluate, evaluate_many,
-                         evaluate_on_suites)
-from .jobs import Job, run_job
-from .pool import EvaluatorPool, SlotSpec, plan_slots
-from .scoring import SCORE_CEIL, SCORE_FLOOR, Baseline, EvaluationError, TaskScore
-from .tasks import SUITES, Suite, SuiteError, Task, get_suite
-from .trainer import Status, TaskRun, train_replicas, train_task
+import importlib
+from typing import TYPE_CHECKING
+
+# Exports load their submodule on first use (PEP 562), so `from evaluators import X` costs only
+# X's module: the command line's listings never import torch.
+_EXPORTS = {
+    "EvalResult": "evaluation",
+    "baseline_programs": "evaluation",
+    "ensure_baselines": "evaluation",
+    "evaluate": "evaluation",
+    "evaluate_many": "evaluation",
+    "evaluate_on_suites": "evaluation",
+    "Job": "jobs",
+    "run_job": "jobs",
+    "EvaluatorPool": "pool",
+    "SlotSpec": "pool",
+    "plan_slots": "pool",
+    "SCORE_CEIL": "scoring",
+    "SCORE_FLOOR": "scoring",
+    "Baseline": "scoring",
+    "EvaluationError": "scoring",
+    "TaskScore": "scoring",
+    "SUITES": "tasks",
+    "Suite": "tasks",
+    "SuiteError": "tasks",
+    "Task": "tasks",
+    "get_suite": "tasks",
+    "Status": "trainer",
+    "TaskRun": "trainer",
+    "train_replicas": "trainer",
+    "train_task": "trainer",
+}
+
+if TYPE_CHECKING:
+    from .evaluation import (
+        EvalResult,
+        baseline_programs,
+        ensure_baselines,
+        evaluate,
+        evaluate_many,
+        evaluate_on_suites,
+    )
+    from .jobs import Job, run_job
+    from .pool import EvaluatorPool, SlotSpec, plan_slots
+    from .scoring import SCORE_CEIL, SCORE_FLOOR, Baseline, EvaluationError, TaskScore
+    from .tasks import SUITES, Suite, SuiteError, Task, get_suite
+    from .trainer import Status, TaskRun, train_replicas, train_task
+
 
 __all__ = [
     "Baseline", "EvalResult", "EvaluationError", "EvaluatorPool", "Job", "SCORE_CEIL", "SCORE_FLOOR", "SUITES",
@@ -28,3 +69,16 @@ __all__ = [
     "baseline_programs", "ensure_baselines", "evaluate", "evaluate_many", "evaluate_on_suites",
     "get_suite", "plan_slots", "run_job", "train_replicas", "train_task",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
 
 __all__ = ["Schedule", "WARMUP_COSINE", "CONSTANT", "SCHEDULE_KINDS"]
 
@@ -56,6 +59,8 @@ class Schedule:
     def factors(self, steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """`factor` of every step, float32 ``[steps]``: computed in Python floats so the
         values are the same on every device."""
+        import torch  # here, not at import: the command line's listings never load torch
+
         return torch.tensor([self.factor(k, steps) for k in range(steps)],
                             dtype=torch.float32, device=device)
 

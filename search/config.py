@@ -10,12 +10,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from evaluators.pool import check_workers
 from dsl.errors import did_you_mean
 from evaluators.tasks import SEARCH_SUITES, SUITES
 
 from .errors import UserError
-from .mutations import DEFAULT_WEIGHTS, MUTATIONS, Limits
+from .mutation_defaults import DEFAULT_WEIGHTS, Limits
 
 __all__ = ["CampaignConfig", "Evolution", "Funnel", "Simplify", "Validation", "load_config",
            "default_config", "config_from_dict"]
@@ -100,6 +99,10 @@ class CampaignConfig:
             section, name = key.split(".", 1)
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
         cfg = _validated(cfg)
+        from evaluators.pool import (
+            check_workers,  # imports torch: only when workers > 0
+        )
+
         problem = check_workers(cfg.workers, "workers =")
         if problem:
             raise UserError(f"invalid campaign configuration: {problem}")
@@ -158,10 +161,10 @@ def _from_mapping(data: Mapping[str, Any], where: str) -> CampaignConfig:
         elif key == "mutations":
             if not isinstance(value, dict):
                 raise UserError(f"{where}: [mutations] must be a table of weights")
-            unknown = set(value) - set(MUTATIONS)
+            unknown = set(value) - set(DEFAULT_WEIGHTS)
             if unknown:
                 raise UserError(f"{where}: unknown mutation '{sorted(unknown)[0]}' in "
-                                f"[mutations]; known: {', '.join(sorted(MUTATIONS))}")
+                                f"[mutations]; known: {', '.join(sorted(DEFAULT_WEIGHTS))}")
             weights = dict(DEFAULT_WEIGHTS)
             for name, w in value.items():
                 if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:

@@ -28,15 +28,10 @@ from dsl.ir import INPUTS, Arg, Program, Stmt, renumber_temps, temp_name
 from dsl.ops import OPS
 from dsl.simplifier import eliminate_dead_code
 
+from .mutation_defaults import DEFAULT_WEIGHTS, Limits
+
 __all__ = ["Limits", "MUTATIONS", "DEFAULT_WEIGHTS", "MutationResult", "mutate",
            "bypass_statement", "draw_constant"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_state: int = 2  # AdamW's memory
-    max_statements: int = 40
-    max_tries: int = 50
 
 
 @dataclass(frozen=True)
@@ -280,12 +275,6 @@ MUTATIONS: dict[str, Mutation] = {
     "add_state": add_state,
     "drop_state": drop_state,
 }
-
-DEFAULT_WEIGHTS: dict[str, float] = {
-    "insert": 2.0, "delete": 1.5, "change_op": 2.0, "change_arg": 2.0,
-    "perturb_constant": 1.5, "redraw_constant": 0.5, "add_state": 0.3, "drop_state": 0.3,
-}
-
 
 def mutate(parent: Program, rng: np.random.Generator, weights: dict[str, float] | None = None,
            limits: Limits = Limits()) -> MutationResult:

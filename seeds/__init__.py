@@ -27,8 +27,10 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from dsl import Program, parse
+if TYPE_CHECKING:  # the language loads torch: `seed_names` must not
+    from dsl import Program
 
 __all__ = ["SeedInfo", "RuleMetadata", "seed_names", "load_seed", "seed_source", "seed_info",
            "rule_metadata"]
@@ -87,6 +89,8 @@ def seed_source(name: str) -> str:
 @lru_cache(maxsize=None)
 def load_seed(name: str) -> Program:
     """The seed program `name` (raises KeyError for an unknown name)."""
+    from dsl import parse
+
     return parse(seed_source(name), f"seeds/{name}.rule")
 
 

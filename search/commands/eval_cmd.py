@@ -18,12 +18,8 @@ import json
 import os
 import sys
 
-import torch
-
 import dsl
 import evaluators
-import seeds
-from evaluators import EvaluationError, SuiteError
 
 from ..errors import UserError
 
@@ -65,6 +61,8 @@ def register(sub) -> None:
 
 def load_rule(spec: str) -> dsl.Program:
     """A rule file (if `spec` names an existing path or ends in .rule) or a seed name."""
+    import seeds  # loads the language (and torch): not at start-up
+
     if os.path.exists(spec) or spec.endswith(".rule") or os.sep in spec:
         program = dsl.load(spec)  # RuleError (positioned) for a bad or missing file
     elif spec in seeds.seed_names():
@@ -87,6 +85,8 @@ def run_eval(args) -> int:
 
     try:
         if args.workers == 1:
+            import torch
+
             torch.set_num_threads(1)
             suite = evaluators.get_suite(args.suite)
             baselines = evaluators.ensure_baselines(suite, progress=progress)
@@ -94,7 +94,7 @@ def run_eval(args) -> int:
         else:
             result = next(evaluators.evaluate_many([program], args.suite,
                                                    workers=args.workers, progress=progress))
-    except (EvaluationError, SuiteError) as e:
+    except (evaluators.EvaluationError, evaluators.SuiteError) as e:
         raise UserError(str(e)) from None
 
     if args.json:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import dsl
-from dsl.simplifier import simplify_bounded
 
 from ..errors import UserError
 
@@ -43,6 +42,8 @@ def run_check(args) -> int:
 
 
 def run_simplify(args) -> int:
+    from dsl.simplifier import simplify_bounded
+
     rules = dsl.load_rules(args.file)
     if len(rules) != 1:
         raise UserError(f"{args.file} holds {len(rules)} rules; simplify takes a file with one")
