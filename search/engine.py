@@ -94,9 +94,11 @@ class Counters:
     since_improvement: int = 0
     restarts: int = 0
     seed_ids: list = field(default_factory=list)
+    training: dict = field(default_factory=dict)  # suite -> [evaluations, training seconds]
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
+        d["training"] = {suite: list(v) for suite, v in self.training.items()}
         d["cache_hits"], d["rejections"] = dict(self.cache_hits), dict(self.rejections)
         d["seed_ids"] = list(self.seed_ids)
         d["recent_screens"] = list(self.recent_screens)
@@ -445,9 +447,15 @@ class Campaign:
             return self.screen_cache[fingerprint]
         return None
 
+    def _account(self, result: EvalResult) -> None:
+        """Count an evaluation's training time on its suite (what `search.eta` reads)."""
+        n, seconds = self.counters.training.get(result.suite, (0, 0.0))
+        self.counters.training[result.suite] = [n + 1, seconds + (result.wall_time or 0.0)]
+
     def _commit_screening(self, child: Child, result: EvalResult) -> float:
         """Store a screening (stage 0) with the child's lineage; its score."""
         self.counters.screenings += 1
+        self._account(result)
         record = self.store.add_program(child.program)
         self.programs[record.id] = child.program
 
@@ -516,6 +524,7 @@ class Campaign:
         self.programs[record.id] = child.program
         c.evaluations += 1
         c.stage1_evaluations += 1
+        self._account(result)
         improved = score > c.best_score
         if improved:
             c.best_score, c.best_program, c.since_improvement = score, record.id, 0
@@ -576,6 +585,7 @@ class Campaign:
     def _record_later(self, program_id: int, result: EvalResult, stage: int,
                       parent_id: int | None = None, kind: str | None = None) -> None:
         self.counters.evaluations += 1
+        self._account(result)
 
         def write(tx):
             if parent_id is not None:
@@ -635,6 +645,7 @@ class Campaign:
                                                       "best_lr": c.task(t.task).best_lr,
                                                       "status": c.task(t.task).status}
                                              for c in report.comparators}}
+        self._account(report.result)
 
         def write(tx):
             tx.add_evaluation(program_id, campaign=self.id, stage=STAGE_VALIDATION,
