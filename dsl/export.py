@@ -7,9 +7,17 @@
 The generated module holds one `torch.optim.Optimizer` subclass:
 
 * constructor ``(params, lr=<default>, <each hyperparameter by name>=<default>, *,
-  betas=None, foreach=None, compile=False)``; where the rule has ``beta1, beta2, ...`` the
-  param groups carry them as one ``betas`` tuple, as torch's optimizers do (so schedulers that
-  cycle ``betas[0]`` work), and ``betas=(...)`` is accepted;
+  betas=None, maximize=False, foreach=None, compile=False)``; where the rule has
+  ``beta1, beta2, ...`` the param groups carry them as one ``betas`` tuple, as torch's
+  optimizers do (so schedulers that cycle ``betas[0]`` work), and ``betas=(...)`` is accepted;
+* hyperparameters are named as `dsl.roles.export_names` decides: a torch convention name
+  (``weight_decay``, ``beta1``..., ``momentum``, ``eps``) only where the rule still uses it in
+  that role, else ``c_<name>``; one the rule never reads is dropped. A param group (or a
+  loaded state dict) that sets a renamed or dropped name is refused, since the rule would
+  ignore it;
+* values are checked as torch.optim.Adam checks them, with its messages: ``lr`` NaN or
+  negative, betas outside [0, 1), negative ``eps``, ``weight_decay`` or ``momentum``;
+  ``maximize=True`` runs the rule on -g;
 * ``step(closure=None)`` with torch's closure semantics; parameters without a gradient are
   skipped; sparse gradients and complex parameters are refused with a clear message;
 * per-parameter state: the rule's state tensors (zeros at the first step, stored under the
@@ -21,7 +29,9 @@ The generated module holds one `torch.optim.Optimizer` subclass:
   parameters keep their state in float32, the rule runs in float32 and the parameter is
   rounded once per step;
 * ``state_dict()`` / ``load_state_dict()`` round trip exactly (float32 state of low-precision
-  parameters included, which torch's loader would otherwise cast down).
+  parameters included, which torch's loader would otherwise cast down); a state dict of
+  another optimizer (other state names, missing hyperparameters) is a ValueError naming what
+  is missing and extra, at load time rather than as a KeyError at the next step.
 
 How the rule becomes code
 -------------------------
@@ -43,12 +53,14 @@ Reductions keep their reduced shape (``norm(x)`` is a 0-d or all-ones-shaped ten
 broadcast where they are used, instead of materialising the broadcast copy the interpreter
 makes; their values are the same. Generated identifiers are positional (``x3``, ``s0``,
 ``F[2]``), so no name in a rule can collide with Python, torch or the generated code. Only
-hyperparameters keep their names, as the constructor's keywords; where Python would mangle one
-inside a class (``__x``), the constructor is defined outside it. The rule's docstring and
+hyperparameters keep their names (or take ``c_`` names, above), as the constructor's
+keywords; where Python would mangle one inside a class (``__x``), the constructor is defined
+outside it. The rule's docstring and
 source are embedded as string literals that read back exactly, whatever characters they hold.
 
 `tests/dsl/test_export.py` checks every path against the reference interpreter;
-`tests/dsl/test_export_inputs.py` checks odd docstrings and names.
+`tests/dsl/test_export_inputs.py` checks odd docstrings and names;
+`tests/dsl/test_export_faithful.py` checks names, roles, maximize and validation.
 """
 
 from __future__ import annotations
@@ -73,13 +85,14 @@ from .ir import INPUTS, Arg, Program
 from .latex import to_latex
 from .ops import NS_COEFFS, NS_EPS, NS_STEPS, OPS, OpKind
 from .printer import format_program
+from .roles import ExportNames, export_names
 
 __all__ = ["ExportError", "export_module", "optimizer_class", "default_class_name",
            "DEFAULT_LR", "RESERVED_HYPERPARAMETER_NAMES"]
 
 DEFAULT_LR = 1e-3
 RESERVED_HYPERPARAMETER_NAMES = frozenset(
-    {"params", "self", "lr", "betas", "foreach", "compile", "initial_lr"})
+    {"params", "self", "lr", "betas", "foreach", "compile", "maximize", "initial_lr"})
 """Names a hyperparameter cannot have: the constructor's own arguments and the param-group
 keys that torch (or its lr schedulers) use."""
 
@@ -91,7 +104,8 @@ _MODULE_NAMES = frozenset({
     "_HYPER_NAMES", "_BETA_NAMES", "_LOW_PRECISION", "_scalars", "_rule", "_update_param",
     "_update_foreach", "_update_fused", "_compiled_update", "_COMPILED", "_scalar_like",
     "_norm", "_rms", "_mean", "_sum", "_orth", "_row_mean", "_col_mean", "_NS_COEFFS",
-    "_DEFAULT_BETAS", "_number", "_betas_tuple", "_init"})
+    "_DEFAULT_BETAS", "_number", "_betas_tuple", "_init", "_RENAMED", "_CHECKED",
+    "_check_ranges", "_refuse_renamed"})
 # The generated module calls builtins (float, super, zip, isinstance, ...); a class named like
 # any builtin could shadow one of them.
 _BUILTIN_NAMES = frozenset(dir(builtins))
@@ -1000,11 +1014,47 @@ def _escape(c: str) -> str:
     return c.encode("unicode_escape").decode("ascii")  # \x00, \r, \u2028, \ud800, ...
 
 
+def _exported_program(p: Program, names: ExportNames) -> Program:
+    """`p` as the export computes it: dead statements dropped (they may read a dropped
+    hyperparameter), hyperparameters renamed or dropped as `names` says."""
+    live = live_statements(p)
+    if len(live) != len(p.body):
+        p = p.with_body(s for i, s in enumerate(p.body) if i in live)
+    new = names.names
+
+    def arg(x: Arg) -> Arg:
+        return (new.get(x) or x) if isinstance(x, str) else x
+
+    body = tuple(dataclasses.replace(s, args=tuple(arg(x) for x in s.args)) for s in p.body)
+    hyper = tuple((new[h], v) for h, v in p.hyperparams if new[h] is not None)
+    return dataclasses.replace(p, body=body, hyperparams=hyper,
+                               returns=tuple(arg(x) for x in p.returns), origin=None)
+
+
+_RANGE_LABELS = {"weight_decay": "weight_decay value", "eps": "epsilon value",
+                 "momentum": "momentum value"}
+
+
+def _checked_ranges(hyper_names: list[str], betas: list[str]) -> dict[str, str]:
+    """Hyperparameters (by their exported names) whose values are checked as torch.optim
+    checks them: "nonnegative: <label>" or "unit: <label>" (in [0, 1)). Only a name that
+    kept its role keeps its conventional name, so these are exactly the checked ones."""
+    out: dict[str, str] = {}
+    for n in hyper_names:
+        if n in _RANGE_LABELS:
+            out[n] = "nonnegative:" + _RANGE_LABELS[n]
+        elif re.fullmatch(r"beta[1-9][0-9]*", n) and n not in betas:
+            out[n] = f"unit:{n} value"
+    return out
+
+
 def export_module(program: Program, class_name: str | None = None, provenance: str = "",
-                  default_lr: float | None = None) -> str:
+                  default_lr: float | None = None, lr_note: str = "") -> str:
     """The source of a standalone module defining `class_name`, a torch optimizer that
     applies `program` (see the module doc). `provenance` says where the rule comes from (a
-    seed name, a file, a database id); the structural hash is always recorded. Raises
+    seed name, a file, a database id); the structural hash is always recorded. `lr_note`
+    says where `default_lr` comes from (e.g. the rate a campaign tuned); it goes into the
+    docstrings. Hyperparameters are named as `dsl.roles.export_names` decides. Raises
     `dsl.RuleError` for a program that fails the checker and `ExportError` for names that
     cannot be used."""
     program = ensure_valid(program)
@@ -1015,15 +1065,19 @@ def export_module(program: Program, class_name: str | None = None, provenance: s
     if not (math.isfinite(lr) and lr >= 0):
         raise ExportError(f"default learning rate {default_lr!r} is not a number >= 0")
 
+    original = program
+    names = export_names(program, RESERVED_HYPERPARAMETER_NAMES)
+    program = _exported_program(program, names)
     a = _analyse(program)
     hyper_names = [n for n, _ in program.hyperparams]
     betas = _beta_names(program)
     keys = _state_keys(program)
-    shash = structural_hash(program)
-    source = format_program(program)
+    shash = structural_hash(original)
+    source = format_program(original)
     bare = format_program(dataclasses.replace(program, doc=""))
+    checked = _checked_ranges(hyper_names, betas)
     out: list[str] = [_module_doc(program, class_name, provenance, shash, lr, bare, betas,
-                                  keys), ""]
+                                  keys, names, lr_note), ""]
     out += ["import torch", "", f"__all__ = [{class_name!r}]", ""]
     out += [f"RULE_NAME = {program.name!r}",
             f"RULE_SOURCE = {_literal(source)}",
@@ -1033,6 +1087,8 @@ def export_module(program: Program, class_name: str | None = None, provenance: s
             f"_HYPER_NAMES = {tuple(hyper_names)!r}",
             f"_BETA_NAMES = {tuple(betas)!r}",
             f"_DEFAULT_BETAS = {tuple(float(program.hyper_defaults[b]) for b in betas)!r}",
+            f"_RENAMED = {names.renamed!r}",
+            f"_CHECKED = {checked!r}",
             "_LOW_PRECISION = (torch.bfloat16, torch.float16)", "", ""]
     helpers = sorted(a.uses_math_helpers)
     if "_orth" in helpers:  # keep the constant next to its function
@@ -1053,14 +1109,16 @@ def export_module(program: Program, class_name: str | None = None, provenance: s
     out += ["", ""]
     out += _render_fused(a)
     out += ["", ""]
-    out += _render_class(program, class_name, lr, hyper_names, betas, keys)
+    out += _render_class(program, class_name, lr, hyper_names, betas, keys, lr_note,
+                         {new: old for old, new in names.renamed.items() if new})
     text = "\n".join(out).rstrip() + "\n"
     compile(text, f"<export of {program.name}>", "exec")  # a generator bug fails here, loudly
     return text
 
 
 def _module_doc(program: Program, class_name: str, provenance: str, shash: str, lr: float,
-                source: str, betas: list[str], keys: list[str]) -> str:
+                source: str, betas: list[str], keys: list[str], names: ExportNames,
+                lr_note: str) -> str:
     hyper = ", ".join(f"{n}={_num(v)}" for n, v in program.hyperparams)
     lines = [f"{class_name}: the update rule '{program.name}' as a torch optimizer, exported by "
              f"optforge.", ""]
@@ -1069,14 +1127,25 @@ def _module_doc(program: Program, class_name: str, provenance: str, shash: str, 
     lines += [f"Provenance: {provenance or 'an optforge rule'}; structural hash {shash}.", "",
               "Each step, for every parameter w with a gradient g (t counts that parameter's "
               "steps from 1):", "", "    " + to_latex(program).replace("\n", "\n    "), "",
-              "The rule, in optforge's rule language (interp(x, y, a) = (1 - a) * x + a * y):",
+              ("The rule, in optforge's rule language (interp(x, y, a) = (1 - a) * x + a * y),"
+               " as exported:"),
               "", "    " + source.rstrip("\n").replace("\n", "\n    "), "",
               f"Constructor: {class_name}(params, lr={_num(lr)}"
               + (f", {hyper}" if hyper else "") + ", *, "
               + (f"betas=None ({', '.join(betas)} as one tuple), " if betas else "")
-              + "foreach=None, compile=False).",
-              "State per parameter: " + ", ".join(keys + ["step"]) + " (the rule's state, "
-              "zeros at the first step, shaped like the parameter; step is an int).",
+              + "maximize=False, foreach=None, compile=False)."]
+    if lr_note:
+        lines += [f"{lr_note}."]
+    for old, new in names.renamed.items():
+        why = names.reasons[old]
+        if new is None:
+            lines += [f"The rule's hyperparameter {old} is not an argument: {why}."]
+        else:
+            lines.append(f"The rule's hyperparameter {old} is exported as {new}: {why}, so "
+                         f"it does not play the role torch code gives the name {old}.")
+    lines += ["State per parameter: " + ", ".join(keys + ["step"])
+              + (" (the rule's state, zeros at the first step, shaped like the parameter; "
+                 "step is an int)."),
               "bfloat16 and float16 parameters keep their state in float32.",
               "", "This file needs only torch (2.1 or later)."]
     return _literal("\n".join(lines).replace("\n\n\n", "\n\n"))
@@ -1110,24 +1179,36 @@ def _render_fused(a: _Analysis) -> list[str]:
 
 
 def _render_class(program: Program, class_name: str, lr: float, hyper_names: list[str],
-                  betas: list[str], keys: list[str]) -> list[str]:
+                  betas: list[str], keys: list[str], lr_note: str = "",
+                  renamed_from: dict[str, str] | None = None) -> list[str]:
     defaults = dict(program.hyperparams)
     sig = ", ".join(["self", "params", f"lr={_num(lr)}"]
                     + [f"{n}={_num(defaults[n])}" for n in hyper_names]
-                    + ["*", "betas=None", "foreach=None", "compile=False"])
+                    + ["*", "betas=None", "maximize=False", "foreach=None", "compile=False"])
     hyper_dict = "{" + ", ".join(f"{n!r}: {n}" for n in hyper_names) + "}"
-    args_doc = "\n".join(f"        {n}: hyperparameter of the rule (default {_num(defaults[n])})."
+    renamed_from = renamed_from or {}
+
+    def what(n: str) -> str:
+        if n in renamed_from:
+            return (f"the rule's {renamed_from[n]}, which does not play the role of torch's "
+                    f"{renamed_from[n]} (see the module docstring)")
+        return "hyperparameter of the rule"
+
+    args_doc = "\n".join(f"        {n}: {what(n)} (default {_num(defaults[n])})."
                          for n in hyper_names)
     betas_doc = (f"        betas: ({', '.join(betas)}) as one tuple, as torch's optimizers "
                  f"take them.\n" if betas else "")
     doc = (f"The rule '{program.name}' as a torch optimizer (see the module docstring for "
            f"its math).\n\n    Args:\n        params: parameters or param groups, as for any "
-           f"torch optimizer.\n        lr: learning rate (default {_num(lr)}).\n"
+           f"torch optimizer.\n        lr: learning rate "
+           + (f"({lr_note})" if lr_note else f"(default {_num(lr)})") + ".\n"
            + (args_doc + "\n" if args_doc else "") + betas_doc +
+           "        maximize: maximize the objective (the rule sees -g), as torch's "
+           "optimizers.\n" +
            "        foreach: use torch._foreach_* ops over a group (default: when all its\n"
            "            parameters are on CUDA).\n"
            "        compile: run each step as one torch.compile'd function per group.\n    ")
-    init = f"self._setup(params, lr, {hyper_dict}, betas, foreach, compile)"
+    init = f"self._setup(params, lr, {hyper_dict}, betas, maximize, foreach, compile)"
     mangled = [n for n in hyper_names if n.startswith("__") and not n.endswith("__")]
     if not mangled:
         return [f"class {class_name}(torch.optim.Optimizer):", "    " + _literal(doc), "",
@@ -1146,9 +1227,9 @@ def _render_class(program: Program, class_name: str, lr: float, hyper_names: lis
 
 
 _CLASS_BODY = '''
-    def _setup(self, params, lr, hyper, betas, foreach, compile):
+    def _setup(self, params, lr, hyper, betas, maximize, foreach, compile):
         lr = _number("lr", lr)
-        if lr < 0:
+        if not 0.0 <= lr:  # NaN too
             raise ValueError(f"Invalid learning rate: {lr}")
         defaults = {"lr": lr}
         hyper = {name: _number(name, value) for name, value in hyper.items()}
@@ -1165,11 +1246,15 @@ _CLASS_BODY = '''
             raise TypeError("this rule has no beta1, beta2, ... hyperparameters; betas is not "
                             "an argument of it")
         defaults.update(hyper)
+        _check_ranges(defaults)
+        defaults["maximize"] = bool(maximize)
         defaults["foreach"] = foreach
         defaults["compile"] = bool(compile)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):
+        if isinstance(param_group, dict):
+            _refuse_renamed(type(self).__name__, param_group, "a param group")
         # Accept beta1=..., beta2=... in a param group as well as betas=(...).
         if _BETA_NAMES and isinstance(param_group, dict) and any(
                 name in param_group for name in _BETA_NAMES):
@@ -1179,6 +1264,8 @@ _CLASS_BODY = '''
                 if name in param_group:
                     betas[i] = _number(name, param_group.pop(name))
             param_group["betas"] = tuple(betas)
+        if isinstance(param_group, dict):
+            _check_ranges(param_group)
         super().add_param_group(param_group)
 
     def __setstate__(self, state):
@@ -1186,6 +1273,7 @@ _CLASS_BODY = '''
         for group in self.param_groups:
             group.setdefault("foreach", None)
             group.setdefault("compile", False)
+            group.setdefault("maximize", False)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -1241,7 +1329,8 @@ _CLASS_BODY = '''
             key = (p.device, p.dtype, t)
             bucket = buckets.setdefault(key, ([], [], [[] for _ in _STATE_KEYS]))
             bucket[0].append(p)
-            bucket[1].append(g if g.dtype == p.dtype else g.to(p.dtype))
+            g = g if g.dtype == p.dtype else g.to(p.dtype)
+            bucket[1].append(torch.neg(g) if group["maximize"] else g)
             for lst, skey in zip(bucket[2], _STATE_KEYS):
                 lst.append(state[skey])
         for (device, dtype, t), (params, grads, states) in buckets.items():
@@ -1282,8 +1371,15 @@ _CLASS_BODY = '''
 
     def load_state_dict(self, state_dict):
         """Loads the optimizer state; the float32 state of bfloat16/float16 parameters is
-        restored at full precision (torch's loader casts state to the parameter's dtype)."""
+        restored at full precision (torch's loader casts state to the parameter's dtype).
+        A state dict of another optimizer (other state names or hyperparameters) is refused
+        with a ValueError naming what is missing and what is extra."""
+        self._check_loadable(state_dict)
         super().load_state_dict(state_dict)
+        for group in self.param_groups:  # state dicts of exports without these keys
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("compile", False)
         saved_groups = state_dict["param_groups"]
         saved_state = state_dict["state"]
         for saved, group in zip(saved_groups, self.param_groups):
@@ -1296,6 +1392,63 @@ _CLASS_BODY = '''
                     value = entry.get(key)
                     if isinstance(value, torch.Tensor):
                         self.state[p][key] = value.to(device=p.device, dtype=cdtype, copy=True)
+
+
+    def _check_loadable(self, state_dict):
+        name = type(self).__name__
+        expected = (*_STATE_KEYS, "step")
+        for pid, entry in dict(state_dict.get("state", {})).items():
+            keys = list(entry) if isinstance(entry, dict) else []
+            missing = [k for k in expected if k not in keys]
+            extra = [k for k in keys if k not in expected]
+            if missing or extra:
+                raise ValueError(
+                    f"cannot load this state dict into {name}: the state of parameter {pid} "
+                    f"lacks {', '.join(missing) or 'nothing'} and has "
+                    f"{', '.join(map(str, extra)) or 'nothing'} extra; {name} keeps "
+                    f"{', '.join(expected)} per parameter (was it saved by another "
+                    f"optimizer or rule?)")
+        required = ["lr"] + (["betas"] if _BETA_NAMES else []) + [
+            n for n in _HYPER_NAMES if n not in _BETA_NAMES]
+        for i, group in enumerate(state_dict.get("param_groups", [])):
+            missing = [k for k in required if k not in group]
+            if missing:
+                extra = sorted(str(k) for k in group if k not in self.defaults
+                               and k not in ("params", "initial_lr"))
+                raise ValueError(
+                    f"cannot load this state dict into {name}: param group {i} lacks "
+                    f"{', '.join(missing)}" + (f" and has {', '.join(extra)} extra" if extra
+                                               else "")
+                    + " (was it saved by another optimizer or rule?)")
+            _refuse_renamed(name, group, f"param group {i} of the state dict")
+
+
+def _refuse_renamed(name, group, where):
+    """A conventional key (weight_decay, momentum, ...) that this rule renamed or dropped
+    would be ignored silently; refuse it instead."""
+    for old, new in _RENAMED.items():
+        if old in group:
+            if new is None:
+                raise ValueError(f"{where} sets {old}, which {name} does not use (the rule "
+                                 f"never reads it); remove it")
+            raise ValueError(f"{where} sets {old}, but {name}'s coefficient named {old} in "
+                             f"the rule is not a {old} in torch's sense and is called {new}; "
+                             f"set {new} to change it (see the module docstring)")
+
+
+def _check_ranges(values):
+    """Refuse out-of-range values as torch.optim does (Invalid ... value: ...)."""
+    if _BETA_NAMES and "betas" in values:
+        for i, b in enumerate(_betas_tuple(values["betas"])):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {b}")
+    for name, check in _CHECKED.items():
+        if name not in values:
+            continue
+        value = _number(name, values[name])
+        kind, label = check.split(":", 1)
+        if not 0.0 <= value or (kind == "unit" and not value < 1.0):
+            raise ValueError(f"Invalid {label}: {value}")
 
 
 def _number(name, value):

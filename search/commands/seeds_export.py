@@ -2,22 +2,32 @@
 
 `export` resolves its argument with `resolve_rule`: an existing file is a rule file, then a
 seed name, then a program in the database (`--db`): its id or a structural-hash prefix.
+
+The exported constructor's default `lr`: a seed's or rule file's own (its `lr:` line), and
+for a stored program the rate its decisive evaluation tuned (`decisive_lr`): the evaluation
+at the stage where winners are chosen (stage 2, else stage 1), never the held-out validation
+(stage 3, whose rate the docstring mentions). `--lr` overrides both.
+
+torch, dsl, seeds and store are imported inside the functions: every command's module is
+imported to build the parser, and `optforge --help` must not pay for torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import secrets
 import stat
 import sys
 from dataclasses import dataclass
-
-import dsl
-import seeds
-from dsl.export import ExportError, default_class_name, export_module
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    import dsl
 
 
 def register(sub) -> None:
@@ -37,6 +47,10 @@ def register(sub) -> None:
     p.add_argument("--class-name", metavar="NAME",
                    help="the optimizer class's name (default: from the rule's name, "
                         "e.g. sgd_momentum -> SgdMomentum)")
+    p.add_argument("--lr", type=float, metavar="RATE",
+                   help="the constructor's default learning rate (default: a seed's own; for "
+                        "a stored program, the rate its campaign tuned at the stage where "
+                        "winners are chosen)")
     p.add_argument("--force", action="store_true", help="overwrite FILE.py if it exists")
     p.set_defaults(func=run_export)
 
@@ -44,6 +58,9 @@ def register(sub) -> None:
 # ---- seeds ----------------------------------------------------------------------------------
 
 def seed_record(name: str) -> dict:
+    import dsl
+    import seeds
+
     info = seeds.seed_info(name)
     p = info.program
     return {
@@ -60,6 +77,8 @@ def seed_record(name: str) -> dict:
 
 
 def run_seeds(args) -> int:
+    import seeds
+
     records = [seed_record(name) for name in seeds.seed_names()]
     if args.json:
         json.dump(records, sys.stdout, indent=2)
@@ -88,12 +107,16 @@ class ResolvedRule:
     program: dsl.Program
     provenance: str
     default_lr: float | None
+    lr_note: str = ""  # where default_lr comes from, for the docstring
 
 
 def resolve_rule(arg: str, db: str | None = None) -> ResolvedRule:
     """A rule file (if `arg` names an existing file), else a seed, else a stored program (an
     id or a hash prefix). Raises `UserError` for anything else, and `dsl.RuleError` for a
     file that does not parse."""
+    import dsl
+    import seeds
+
     if os.path.isdir(arg):
         raise UserError(f"{arg} is a directory; give a rule file or a seed name")
     if os.path.exists(arg):
@@ -119,21 +142,70 @@ def resolve_rule(arg: str, db: str | None = None) -> ResolvedRule:
 
 
 def _stored_rule(text: str, db: str | None) -> ResolvedRule:
+    import dsl
+    import seeds
     from store import Store
     from store.errors import StoreError
     try:
         with Store(db, create=False) as store:
             record = store.find_program(text)
+            evaluations = store.evaluations(program=record.id)
     except StoreError as e:
         raise UserError(str(e)) from None
     program = dsl.parse(record.source, f"program {record.id}")
-    return ResolvedRule(program, f"optforge program #{record.id}",
-                        seeds.rule_metadata(program).lr)
+    provenance = f"optforge program #{record.id}"
+    tuned = decisive_lr(evaluations)
+    if tuned is None:
+        return ResolvedRule(program, provenance, seeds.rule_metadata(program).lr)
+    return ResolvedRule(program, provenance, tuned[0], tuned[1])
+
+
+_SIGNIFICANT = 3  # a tuned rate is a geometric mean over tasks of grid points: 3 digits say it
+
+
+def _rounded(rate: float) -> float:
+    return float(f"{rate:.{_SIGNIFICANT}g}")
+
+
+def _usable_rate(e: Any) -> bool:
+    return (e.best_lr is not None and math.isfinite(e.best_lr) and e.best_lr > 0
+            and e.finite)
+
+
+def decisive_lr(evaluations: list[Any]) -> tuple[float, str] | None:
+    """The learning rate the decisive evaluation of a program tuned, rounded to 3 significant
+    digits, and a sentence saying where it comes from; None when no evaluation tuned one.
+
+    The decisive evaluation is the program's evaluation at the stage where winners are chosen:
+    stage 2 if it has one, else stage 1 (the latest campaign's, when several evaluated it).
+    Held-out validation (stage 3) also tunes a rate, on other tasks; it is never the default
+    (it is never selected on) but is named beside it when the same campaign has one."""
+    from search.stages import STAGE1, STAGE2, STAGE_VALIDATION
+
+    for stage in (STAGE2, STAGE1):
+        found = [e for e in evaluations if e.stage == stage and _usable_rate(e)]
+        if found:
+            break
+    else:
+        return None
+    e = max(found, key=lambda e: (e.campaign_id or 0, e.id))
+    lr = _rounded(e.best_lr)
+    where = f"campaign {e.campaign_id}" if e.campaign_id is not None else "no campaign"
+    note = f"lr defaults to {lr:g}, the rate tuned on `{e.suite}` (stage {stage}) in {where}"
+    held_out = [v for v in evaluations if v.stage == STAGE_VALIDATION
+                and v.campaign_id == e.campaign_id and _usable_rate(v)]
+    if held_out:
+        v = max(held_out, key=lambda v: v.id)
+        note += (f"; validation on the held-out `{v.suite}` tasks (stage {STAGE_VALIDATION}) "
+                 f"tuned {_rounded(v.best_lr):g}")
+    return lr, note
 
 
 def export_rule(resolved: ResolvedRule, out: str, class_name: str | None, force: bool) -> str:
     """Write the exported module to `out` (atomically); returns the class name. Writes
     nothing when the rule fails the checker (`dsl.RuleError`) or a name is unusable."""
+    from dsl.export import ExportError, default_class_name, export_module
+
     if os.path.isdir(out):
         raise UserError(f"--out {out} is a directory; give a file name such as my_optim.py")
     if os.path.exists(out) and not force:
@@ -144,7 +216,7 @@ def export_rule(resolved: ResolvedRule, out: str, class_name: str | None, force:
     name = default_class_name(resolved.program) if class_name is None else class_name
     try:
         source = export_module(resolved.program, name, resolved.provenance,
-                               resolved.default_lr)
+                               resolved.default_lr, resolved.lr_note)
     except ExportError as e:
         raise UserError(str(e)) from None
     try:
@@ -179,11 +251,28 @@ def _write_atomically(path: str, directory: str, text: str) -> None:
 
 
 def run_export(args) -> int:
+    import dsl
+
     resolved = resolve_rule(args.rule, args.db)
+    if args.lr is not None:
+        if not (math.isfinite(args.lr) and args.lr >= 0):
+            raise UserError(f"--lr {args.lr:g} is not a learning rate; give a number >= 0")
+        resolved = dataclasses.replace(resolved, default_lr=args.lr,
+                                       lr_note=f"lr defaults to {args.lr:g}, as given to "
+                                               f"`optforge export --lr`")
     name = export_rule(resolved, args.out, args.class_name, args.force)
     module = os.path.splitext(os.path.basename(args.out))[0]
     p = resolved.program
     print(f"wrote {args.out}: class {name}, rule '{p.name}' ({dsl.statement_count(p)} "
           f"statements), from {resolved.provenance}")
+    if resolved.lr_note:
+        print(resolved.lr_note)
+    from dsl.export import RESERVED_HYPERPARAMETER_NAMES
+    from dsl.roles import export_names
+
+    names = export_names(p, RESERVED_HYPERPARAMETER_NAMES)
+    for old, new in names.renamed.items():
+        what = "dropped" if new is None else f"exported as {new}"
+        print(f"hyperparameter {old} {what}: {names.reasons[old]}")
     print(f"use it as: from {module} import {name}; opt = {name}(model.parameters())")
     return 0
