@@ -341,6 +341,14 @@ class Store:
         return self._read(lambda s: queries.top(s, n, campaign=campaign, suite=suite,
                                                 stage=stage))
 
+    def ranking(self, n: int = 10, *, campaign: CampaignRef | None = None,
+                suite: str | None = None, stage: int | None = None,
+                failures: bool = False) -> list[RankedProgram]:
+        """`top` for listings: distinct programs by their best ``ok`` evaluation in scope;
+        with `failures`, failed and unscored evaluations too (`store.queries.ranking`)."""
+        return self._read(lambda s: queries.ranking(s, n, campaign=campaign, suite=suite,
+                                                    stage=stage, failures=failures))
+
     def pareto_front(self, *, campaign: CampaignRef | None = None, suite: str | None = None,
                      stage: int | None = None) -> list[RankedProgram]:
         """Programs that no simpler program matches in score, simplest first."""

@@ -3,10 +3,13 @@
 Nodes are program ids; an edge runs from parent to child. Node attributes: `name`,
 `structural_hash`, `complexity`, `statements`, `seed` (True when the program has no parent
 anywhere in the database), `depth` (generations from the program asked about: negative for
-ancestors, positive for descendants) and, when it has a numeric score, `best_score`. Edge
-attributes: `mutation` (several kinds are joined with ``,`` when the same pair was linked
-more than once) and `campaigns` (ids, joined with ``,``; empty for edges outside a
-campaign). The graph's own attribute `root` is the program asked about.
+ancestors, positive for descendants) and, when it has a numeric score, `best_score` with
+`score_suite` and `score_stage`: its best score on the furthest stage of the search it
+reached (2, else 1, else the screening 0; never a held-out validation, stage 3), on that
+stage's suite. Edge attributes: `mutation` (several kinds are joined with ``,`` when the
+same pair was linked more than once) and `campaigns` (ids, joined with ``,``; empty for
+edges outside a campaign). The graph's own attributes: `root`, the program asked about, and
+`legend`, what the drawing's colours and numbers mean (every written format carries it).
 """
 
 from __future__ import annotations
@@ -23,12 +26,23 @@ from .refs import CampaignRef, ProgramRef, campaign_id, program_row
 
 FORMATS = (".png", ".svg", ".pdf", ".dot", ".gv", ".graphml")
 
+# The search's stages as stored (`search.stages`, which the store may not import): a node's
+# score comes from the furthest of these it reached; 3, the held-out validation, never.
+SCORE_STAGES = (2, 1, 0)
+STAGE_NAMES = {2: "stage 2", 1: "stage 1", 0: "screening"}
+ROOT_COLOR, SEED_COLOR, OTHER_COLOR = "#ffd54f", "#c8e6c9", "#e3f2fd"
+LEGEND = ("yellow: the program asked about; green: a seed; blue: the others. "
+          "#id name; c = complexity; score on SUITE (stage): the program's best score on the "
+          "furthest search stage it reached (stage 2, else stage 1, else the screening), "
+          "on that stage's suite (1 = tuned AdamW, higher is better). "
+          "Edges: parent to child, labelled with the mutation.")
+
 
 def lineage_graph(s: Session, program: ProgramRef, *, descendants: bool = False,
                   campaign: CampaignRef | None = None) -> nx.DiGraph:
     root = program_row(s, program).id
     camp = campaign_id(s, campaign)
-    graph = nx.DiGraph(root=root)
+    graph = nx.DiGraph(root=root, legend=LEGEND)
     depth = {root: 0}
     _walk(s, graph, depth, root, towards="parents", sign=-1, campaign=camp)
     if descendants:
@@ -79,14 +93,21 @@ def _annotate(s: Session, graph: nx.DiGraph, depth: dict[int, int], camp: int | 
                                  .where(m.LineageRow.child_id.in_(chunk)))
         for pid in with_parents:
             graph.nodes[pid]["seed"] = False
-        stmt = (select(m.Evaluation.program_id, func.max(m.Evaluation.rank_score))
-                .where(m.Evaluation.program_id.in_(chunk),
-                       m.Evaluation.rank_score.is_not(None))
-                .group_by(m.Evaluation.program_id))
+        E = m.Evaluation
+        stmt = (select(E.program_id, E.stage, E.suite, func.max(E.rank_score))
+                .where(E.program_id.in_(chunk), E.rank_score.is_not(None),
+                       E.stage.in_(SCORE_STAGES))
+                .group_by(E.program_id, E.stage, E.suite))
         if camp is not None:
-            stmt = stmt.where(m.Evaluation.campaign_id == camp)
-        for pid, score in s.execute(stmt):
-            graph.nodes[pid]["best_score"] = float(score)
+            stmt = stmt.where(E.campaign_id == camp)
+        best: dict[int, tuple[int, float, str]] = {}
+        for pid, stage, suite, score in s.execute(stmt):
+            key = (SCORE_STAGES.index(stage), -float(score), suite)
+            if pid not in best or key < (SCORE_STAGES.index(best[pid][0]), -best[pid][1],
+                                         best[pid][2]):
+                best[pid] = (stage, float(score), suite)
+        for pid, (stage, score, suite) in best.items():
+            graph.nodes[pid].update(best_score=score, score_suite=suite, score_stage=stage)
 
 
 # ---- writing -----------------------------------------------------------------------------
@@ -109,10 +130,13 @@ def write_lineage(graph: nx.DiGraph, path: str | Path) -> Path:
 
 
 def _label(graph: nx.DiGraph, node: int) -> str:
+    """``#12 c8`` / ``c=3`` / ``0.675 on tiny`` / ``(stage 2)``: every score names its
+    suite."""
     data = graph.nodes[node]
     label = f"#{node} {data.get('name', '?')}\nc={data.get('complexity', '?')}"
     if "best_score" in data:
-        label += f" s={data['best_score']:.3g}"
+        stage = STAGE_NAMES.get(data.get("score_stage"), f"stage {data.get('score_stage')}")
+        label += f"\n{data['best_score']:.3g} on {data.get('score_suite', '?')}\n({stage})"
     return label
 
 
@@ -124,11 +148,14 @@ def to_dot(graph: nx.DiGraph) -> str:
 
     root = graph.graph.get("root")
     lines = ["digraph lineage {", "  rankdir=TB;",
-             '  node [shape=box, style="rounded,filled", fillcolor="white", '
-             'fontname="Helvetica"];']
+             f"  label={q(graph.graph.get('legend', LEGEND))};",
+             '  labelloc=b; labeljust=l; fontsize=10; fontname="Helvetica";',
+             ('  node [shape=box, style="rounded,filled", fillcolor="white", '
+              'fontname="Helvetica"];')]
     for node in sorted(graph.nodes):
         data = graph.nodes[node]
-        fill = "#ffd54f" if node == root else ("#c8e6c9" if data.get("seed") else "white")
+        fill = ROOT_COLOR if node == root else (SEED_COLOR if data.get("seed") else
+                                                OTHER_COLOR)
         lines.append(f"  {node} [label={q(_label(graph, node))}, fillcolor={q(fill)}];")
     for u, v, data in sorted(graph.edges(data=True)):
         lines.append(f"  {u} -> {v} [label={q(data.get('mutation', ''))}];")
@@ -157,11 +184,11 @@ def draw(graph: nx.DiGraph, path: Path) -> None:
     width = max(len(v) for v in layers.values())
     fig, ax = plt.subplots(figsize=(min(4 + 2.2 * width, 60), min(2 + 1.6 * len(layers), 60)))
     root = graph.graph.get("root")
-    colors = ["#ffd54f" if n == root else ("#c8e6c9" if graph.nodes[n].get("seed") else
-                                            "#e3f2fd") for n in graph.nodes]
+    colors = [ROOT_COLOR if n == root else (SEED_COLOR if graph.nodes[n].get("seed") else
+                                            OTHER_COLOR) for n in graph.nodes]
     nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=12,
-                           edge_color="#607d8b", node_size=3200)
-    nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colors, node_size=3200,
+                           edge_color="#607d8b", node_size=5600)
+    nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colors, node_size=5600,
                            edgecolors="#37474f", node_shape="s")
     nx.draw_networkx_labels(graph, pos, ax=ax, font_size=7,
                             labels={n: _label(graph, n) for n in graph.nodes})
@@ -170,6 +197,17 @@ def draw(graph: nx.DiGraph, path: Path) -> None:
             (u, v): d.get("mutation", "") for u, v, d in graph.edges(data=True)})
     ax.set_title(f"lineage of program {root}" if root is not None else "lineage")
     ax.axis("off")
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(facecolor=ROOT_COLOR, edgecolor="#37474f",
+                             label="the program asked about"),
+                       Patch(facecolor=SEED_COLOR, edgecolor="#37474f", label="a seed"),
+                       Patch(facecolor=OTHER_COLOR, edgecolor="#37474f", label="the others")],
+              loc="upper left", fontsize=7, frameon=False)
+    fig.text(0.01, 0.01, "#id name; c = complexity; score on SUITE (stage): the best on the "
+             "furthest search stage reached\n(stage 2, else 1, else the screening), on that "
+             "stage's suite; 1 = tuned AdamW, higher is better. Edges: the mutation.",
+             fontsize=7, va="bottom", ha="left")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -92,11 +92,48 @@ def top(s: Session, n: int, *, campaign: CampaignRef | None = None, suite: str |
     first evaluation of each program, so the cost grows with `n` (and with how often the top
     programs were re-evaluated), not with the size of the table. Ties: earlier evaluation
     first. NaN and missing scores never rank."""
-    if n <= 0:
-        return []
     base = _scope(select(E).where(E.rank_score.is_not(None)), campaign_id(s, campaign),
-                  suite, stage).order_by(E.rank_score.desc(), E.id)
+                  suite, stage)
+    return _ranked(s, list(_best_first(s, base, n).values()))
+
+
+def ranking(s: Session, n: int, *, campaign: CampaignRef | None = None,
+            suite: str | None = None, stage: int | None = None,
+            failures: bool = False) -> list[RankedProgram]:
+    """`top` as a listing shows it: distinct programs, best first, each with its best
+    evaluation in scope, counting only evaluations whose status is ``ok``. With `failures`,
+    every evaluation counts (a failed one scores at the floor), and programs whose
+    evaluations in scope have no numeric score (NaN, missing) follow, latest first."""
+    camp = campaign_id(s, campaign)
+    base = _scope(select(E).where(E.rank_score.is_not(None)), camp, suite, stage)
+    if not failures:
+        base = base.where(E.status == "ok")
+    best = _best_first(s, base, n)
+    if failures and len(best) < n:
+        unscored = _scope(select(E).where(E.rank_score.is_(None)), camp, suite, stage)
+        for row in s.scalars(unscored.order_by(E.id.desc())):
+            if row.program_id not in best and not _has_score(s, row.program_id, camp,
+                                                             suite, stage):
+                best[row.program_id] = row
+                if len(best) == n:
+                    break
+    return _ranked(s, list(best.values()))
+
+
+def _has_score(s: Session, program_id: int, camp: int | None, suite: str | None,
+               stage: int | None) -> bool:
+    stmt = _scope(select(E.id).where(E.program_id == program_id, E.rank_score.is_not(None)),
+                  camp, suite, stage)
+    return s.execute(stmt.limit(1)).first() is not None
+
+
+def _best_first(s: Session, base, n: int) -> dict[int, m.Evaluation]:
+    """program id -> its first row of `base` ordered best-first (ties: earlier evaluation),
+    for the first `n` distinct programs."""
     best: dict[int, m.Evaluation] = {}
+    if n <= 0:
+        return best
+    base = base.order_by(E.rank_score.desc(), E.id)
     offset, batch = 0, max(4 * n, 64)
     while len(best) < n:
         rows = list(s.scalars(base.offset(offset).limit(batch)))
@@ -109,7 +146,7 @@ def top(s: Session, n: int, *, campaign: CampaignRef | None = None, suite: str |
             break
         offset += batch
         batch *= 2
-    return _ranked(s, list(best.values()))
+    return best
 
 
 def _ranked(s: Session, rows: list[m.Evaluation]) -> list[RankedProgram]:

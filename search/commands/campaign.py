@@ -165,13 +165,15 @@ def _drive(campaign, workers: int, args) -> int:
         bar = tqdm(total=campaign.config.budget, unit="eval", initial=campaign.counters.evaluations,
                    dynamic_ncols=True, file=sys.stderr)
 
-        stage1 = campaign.config.funnel.stage1  # the bar's best is the stage-1 best
+        from ..campaign_view import progress_postfix
 
         def progress(c):
-            bar.n = c.evaluations
-            best = "-" if c.best_score == float("-inf") else f"{c.best_score:.3f}"
+            # the campaign's best and count as every listing defines them (campaign_view):
+            # the stage-2 best once stage 2 has one, budgeted evaluations only
+            bar.n, best = progress_postfix(campaign.store, campaign.id,
+                                           campaign.config.funnel.stage1)
             trained = c.stage1_evaluations / c.children if c.children else 0.0
-            bar.set_postfix_str(f"best on {stage1} {best} | hits {c.hit_rate:.0%} | "
+            bar.set_postfix_str(f"{best} | hits {c.hit_rate:.0%} | "
                                 f"trained {trained:.0%} of children | {c.phase}")
         campaign.progress = progress
     from sqlalchemy.exc import DBAPIError
@@ -194,7 +196,7 @@ def _drive(campaign, workers: int, args) -> int:
         if bar is not None:
             bar.close()
     if args.json:
-        print(json.dumps(summary, indent=2))
+        _print_summary(campaign, summary, as_json=True)
     else:
         _print_summary(campaign, summary)
     return 0 if summary["status"] == "finished" else 130
@@ -212,15 +214,24 @@ def _sigterm_as_ctrl_c():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _print_summary(campaign, summary) -> None:
+def _print_summary(campaign, summary, as_json: bool = False) -> None:
+    """What `run` prints at the end; the best and the evaluation count are the listings'
+    (`search.campaign_view`), so `optforge campaigns` says the same."""
+    from ..campaign_view import campaign_best, evaluation_counts, finalists
+
     store = campaign.store
-    print(f"campaign {campaign.id}: {summary['status']} after {summary['evaluations']} "
-          f"evaluations ({summary['children']} children, cache hit rate "
-          f"{summary['hit_rate']:.0%}, {summary['screenings']} screenings, "
-          f"{summary['restarts']} restarts)")
+    counts = evaluation_counts(store.suites(campaign=campaign.id))
+    if as_json:
+        best = campaign_best(store, campaign.id)
+        print(json.dumps({**summary, "counts": counts.to_json(),
+                          "best": best.to_json() if best else None}, indent=2))
+        return
+    print(f"campaign {campaign.id}: {summary['status']} after {counts.describe()}; "
+          f"{summary['children']} children, cache hit rate {summary['hit_rate']:.0%}, "
+          f"{summary['restarts']} restarts")
     if summary["status"] != "finished":
         print(f"resume with: {resume_command(campaign)}")
-    top = campaign.finalists(3)
+    top = finalists(store, campaign.id, 3)
     if top:
         suite = top[0].evaluation.suite
         print(f"best on {suite} (stage {top[0].evaluation.stage}):")

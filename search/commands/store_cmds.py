@@ -1,8 +1,8 @@
 """Querying the results database from the shell:
 
     optforge campaigns [--json]
-    optforge top [-n N] [--campaign C] [--suite S] [--stage K] [--json]
-    optforge show ID [--campaign C] [--json]
+    optforge top [-n N] [--campaign C] [--suite S] [--stage K] [--failures] [--json]
+    optforge show ID [--campaign C] [--suite S] [--json]
     optforge lineage ID --out FILE [--descendants] [--campaign C]
 
 Every subcommand takes ``--db URL`` (default: `$OPTFORGE_DB`, else ``sqlite:///optforge.db``).
@@ -10,6 +10,9 @@ These commands only read: a missing database is an error, never a new empty file
 a program id or a prefix of its structural hash. A database this user may not write (a
 read-only file or directory) is read without writing anything beside it (`store.engine`);
 a damaged one, or any other error of the database, is a one-line error naming it.
+
+A campaign's best, its evaluation count and a program's decisive evaluation are defined once,
+in `search.campaign_view`; every score printed names its suite.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from store import (
 )
 from store.engine import describe_location, store_error
 
+from .. import campaign_view as view
 from ..errors import UserError
-from ..stages import STAGE1, STAGE2, STAGE_VALIDATION
+from ..stages import STAGE_VALIDATION
 from .validate_cmd import format_validation, stored_validation
 
 
@@ -46,21 +50,29 @@ def register(sub) -> None:
     _common(p, json_flag=True)
     p.set_defaults(func=_guard(run_campaigns))
 
-    p = sub.add_parser("top", help="the best programs by score")
+    p = sub.add_parser("top", help="the best programs, one row each, where winners are "
+                                   "chosen")
     p.add_argument("-n", type=_positive_int, default=10, metavar="N",
                    help="how many programs (default 10)")
     p.add_argument("--campaign", metavar="C", help="campaign name or id (default: all)")
     p.add_argument("--suite", metavar="S",
-                   help="suite to rank on (default: the latest stage's suite)")
-    p.add_argument("--stage", type=int, metavar="K", help="only evaluations of this stage")
+                   help="rank on this suite instead (default: where winners are chosen: "
+                        "the stage-2 suite, else the stage-1 suite)")
+    p.add_argument("--stage", type=int, metavar="K",
+                   help="rank on this stage instead (0 screening, 1, 2, 3 validation)")
+    p.add_argument("--failures", action="store_true",
+                   help="list failed evaluations too (diverged, NaN, time-out, error)")
     _common(p, json_flag=True)
     p.set_defaults(func=_guard(run_top))
 
-    p = sub.add_parser("show", help="a program: source, simplified source, LaTeX, "
-                                    "evaluations with per-task scores, held-out "
-                                    "validations, parents")
+    p = sub.add_parser("show", help="a program: its decisive score, source, simplified "
+                                    "source, LaTeX, evaluations with per-task scores, "
+                                    "held-out validations, parents")
     p.add_argument("id", metavar="ID", help="program id or structural hash prefix")
     p.add_argument("--campaign", metavar="C", help="only evaluations of this campaign")
+    p.add_argument("--suite", metavar="S",
+                   help="show its score on this suite first (default: where its campaign "
+                        "chooses winners, else its latest stage-1 or stage-2 evaluation)")
     _common(p, json_flag=True)
     p.set_defaults(func=_guard(run_show))
 
@@ -168,18 +180,6 @@ def _evaluation_json(e: EvaluationRecord) -> dict:
 
 # ---- campaigns -----------------------------------------------------------------------------
 
-def decisive_best(st, campaign_id: int) -> tuple[float | None, str | None, int | None]:
-    """A campaign's best: ``(score, suite, stage)`` at the latest funnel stage it reached
-    (stage 2 if any, else stage 1), where its winners are chosen; screenings (stage 0) and
-    held-out validations (stage 3) are never its best."""
-    funnel = [x for x in st.suites(campaign=campaign_id) if x.stage in (STAGE1, STAGE2)]
-    if not funnel:
-        return None, None, None
-    last = max(funnel, key=lambda x: (x.stage, x.evaluations))
-    top = st.top(1, campaign=campaign_id, suite=last.suite, stage=last.stage)
-    return (top[0].score if top else None), last.suite, last.stage
-
-
 def validation_score(st, campaign_id: int) -> tuple[float | None, str | None]:
     """The score of the campaign's latest held-out validation (its winner's), and the suite."""
     evals = [e for e in st.evaluations(campaign=campaign_id, stage=STAGE_VALIDATION)]
@@ -191,36 +191,40 @@ def validation_score(st, campaign_id: int) -> tuple[float | None, str | None]:
 
 def run_campaigns(args: argparse.Namespace) -> int:
     with _open(args) as st:
-        stats = [st.campaign_stats(c.id) for c in st.campaigns()]
-        best = {s.campaign.id: decisive_best(st, s.campaign.id) for s in stats}
-        held_out = {s.campaign.id: validation_score(st, s.campaign.id) for s in stats}
+        rows = []
+        for c in st.campaigns():
+            stats = st.campaign_stats(c.id)
+            rows.append((stats, view.evaluation_counts(stats.suites),
+                         view.campaign_best(st, c), validation_score(st, c.id)))
     if args.json:
         _print_json([{"id": s.campaign.id, "name": s.campaign.name,
                       "status": s.campaign.status, "created_at": s.campaign.created_at,
                       "updated_at": s.campaign.updated_at,
                       "finished_at": s.campaign.finished_at,
-                      "evaluations": s.evaluations, "programs": s.programs,
+                      **counts.to_json(), "programs": s.programs,
                       "by_status": dict(s.by_status),
-                      "best": {"score": best[s.campaign.id][0], "suite": best[s.campaign.id][1],
-                               "stage": best[s.campaign.id][2]},
-                      "validation": {"score": held_out[s.campaign.id][0],
-                                     "suite": held_out[s.campaign.id][1]},
+                      "best": best.to_json() if best else None,
+                      "validation": {"score": held_out[0], "suite": held_out[1]},
                       "total_wall_time": s.total_wall_time,
                       "suites": [{"suite": x.suite, "stage": x.stage,
                                   "evaluations": x.evaluations} for x in s.suites],
-                      "config": dict(s.campaign.config)} for s in stats])
+                      "config": dict(s.campaign.config)}
+                     for s, counts, best, held_out in rows])
         return 0
-    if not stats:
+    if not rows:
         print("no campaigns yet", file=sys.stderr)
         return 0
-    def scored(score: float | None, suite: str | None) -> str:
-        return "-" if score is None else f"{_fmt(score)} on {suite}"
-    _table(["id", "name", "status", "evaluations", "programs", "best", "validation",
-            "created (UTC)"],
-           [[str(s.campaign.id), s.campaign.name, s.campaign.status, str(s.evaluations),
-             str(s.programs), scored(*best[s.campaign.id][:2]),
-             scored(*held_out[s.campaign.id]),
-             s.campaign.created_at.strftime("%Y-%m-%d %H:%M")] for s in stats])
+    _table(["id", "name", "status", "evaluations", "screenings", "validations", "programs",
+            "best", "validation", "created (UTC)"],
+           [[str(s.campaign.id), s.campaign.name, s.campaign.status, str(counts.budgeted),
+             str(counts.screenings), str(counts.validations), str(s.programs),
+             best.describe() if best else "-",
+             "-" if held_out[0] is None else view.scored(*held_out),
+             s.campaign.created_at.strftime("%Y-%m-%d %H:%M")]
+            for s, counts, best, held_out in rows])
+    print("\nevaluations: stages 1 and 2, what the budget counts; screenings (stage 0) and "
+          "held-out validations (stage 3) are apart.\nbest: the winner, where winners are "
+          "chosen (stage 2, else stage 1).")
     return 0
 
 
@@ -230,31 +234,35 @@ def run_top(args: argparse.Namespace) -> int:
     with _open(args) as st:
         campaign = st.get_campaign(args.campaign) if args.campaign is not None else None
         camp_id = campaign.id if campaign else None
-        suite, stage = args.suite, args.stage
-        if suite is None:
-            summaries = [s for s in st.suites(campaign=camp_id)
-                         if stage is None or s.stage == stage]
-            if stage is None:  # held-out validation scores are never what a ranking is on
-                summaries = [s for s in summaries if s.stage != STAGE_VALIDATION]
-            if summaries:
-                # Winners are chosen on the latest funnel stage; scores of different suites
-                # are not comparable, so rank on one suite.
-                last = max(summaries, key=lambda s: (s.stage, s.evaluations))
-                suite = last.suite
-        ranked = st.top(args.n, campaign=camp_id, suite=suite, stage=stage) \
-            if suite is not None or stage is not None else []
+        suite, stage, why = args.suite, args.stage, "as asked"
+        if suite is None and stage is None:
+            scope = view.default_scope(st, campaign)
+            if scope is not None:
+                suite, stage, why = scope.suite, scope.stage, "where winners are chosen"
+        elif suite is None:  # a stage: its commonest suite (scores of suites never mix)
+            at = [x for x in st.suites(campaign=camp_id) if x.stage == stage]
+            suite = max(at, key=lambda x: (x.evaluations, x.suite)).suite if at else None
+        elif stage is None:  # a suite: its furthest stage (2, 1, screening 0, validation 3)
+            stages = {x.stage for x in st.suites(campaign=camp_id) if x.suite == suite}
+            stage = next((k for k in (2, 1, 0, STAGE_VALIDATION) if k in stages), None)
+        ranked = st.ranking(args.n, campaign=camp_id, suite=suite, stage=stage,
+                            failures=args.failures) \
+            if suite is not None and stage is not None else []
     if args.json:
-        _print_json([{"rank": r.rank, "score": r.score, "program": _program_json(r.program),
+        _print_json([{"rank": r.rank, "score": r.score, "suite": r.evaluation.suite,
+                      "stage": r.evaluation.stage, "program": _program_json(r.program),
                       "evaluation": _evaluation_json(r.evaluation)} for r in ranked])
         return 0
-    scope = f"campaign {campaign.name}" if campaign else "all campaigns"
+    scope_name = f"campaign {campaign.name}" if campaign else "all campaigns"
+    where = "" if suite is None else f" on {suite}" + (
+        "" if stage is None else f", stage {stage}")
     if not ranked:
-        print(f"no scored evaluations in {scope}"
-              + (f", suite {suite}" if suite else ""), file=sys.stderr)
+        print(f"no scored evaluations in {scope_name}{where}", file=sys.stderr)
         return 0
-    print(f"top {len(ranked)} in {scope}, suite {suite}"
-          + (f", stage {stage}" if stage is not None else ""))
-    _table(["rank", "id", "name", "score", "complexity", "stmts", "status", "hash"],
+    print(f"top {len(ranked)} in {scope_name}{where} ({why}); one row per program: its "
+          f"best {'evaluation' if args.failures else 'ok evaluation'} there")
+    _table(["rank", "id", "name", f"score on {suite}", "complexity", "stmts", "status",
+            "hash"],
            [[str(r.rank), str(r.program.id), r.program.name, _fmt(r.score),
              str(r.program.complexity), str(r.program.statements), r.evaluation.status,
              r.program.structural_hash[:12]] for r in ranked])
@@ -281,14 +289,20 @@ def run_show(args: argparse.Namespace) -> int:
         prog = st.find_program(args.id)
         camp = st.get_campaign(args.campaign).id if args.campaign is not None else None
         evals = st.evaluations(program=prog.id, campaign=camp)
+        decisive, why = view.decisive_evaluation(st, evals, suite=args.suite)
         parents = st.parents(prog.id)
         parent_names = {e.parent_id: st.get_program(e.parent_id).name for e in parents}
         children = st.children(prog.id)
-    simplified, latex, why = _derived_forms(prog.source)
+    simplified, latex, why_not = _derived_forms(prog.source)
     validations = [e for e in evals if e.stage == STAGE_VALIDATION]
     if args.json:
         _print_json({"program": _program_json(prog), "simplified_source": simplified,
                      "latex": latex,
+                     "decisive": None if decisive is None else {
+                         "evaluation": decisive.id, "score": decisive.score,
+                         "suite": decisive.suite, "stage": decisive.stage,
+                         "status": decisive.status, "campaign_id": decisive.campaign_id,
+                         "why": why},
                      "evaluations": [_evaluation_json(e) for e in evals],
                      "validations": [{"evaluation": e.id, "campaign_id": e.campaign_id,
                                       **stored_validation(e, prog.name)}
@@ -299,6 +313,12 @@ def run_show(args: argparse.Namespace) -> int:
                      "children": sorted({e.child_id for e in children})})
         return 0
     print(f"program {prog.id}: {prog.name}")
+    if decisive is None:
+        print(f"  score: none ({why})")
+    else:
+        status = "" if decisive.status == "ok" else f", {decisive.status}"
+        print(f"  score: {view.scored(decisive.score, decisive.suite)} (stage "
+              f"{decisive.stage}{status}, evaluation {decisive.id}: {why})")
     print(f"  structural hash {prog.structural_hash}")
     print(f"  canonical hash  {prog.canonical_hash}")
     print(f"  fingerprint     {prog.fingerprint}")
@@ -306,8 +326,8 @@ def run_show(args: argparse.Namespace) -> int:
           f"complexity {prog.complexity}")
     print("\nsource:")
     print(_indent(prog.source))
-    if why is not None:
-        print(f"\n(simplified form and LaTeX unavailable: {why})")
+    if why_not is not None:
+        print(f"\n(simplified form and LaTeX unavailable: {why_not})")
     else:
         print("\nsimplified:")
         print(_indent(simplified) if simplified.strip() != prog.source.strip()
@@ -320,27 +340,27 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"    {e.parent_id} {parent_names[e.parent_id]} --{e.mutation}-->{where}")
     if children:
         print(f"children: {', '.join(str(i) for i in sorted({e.child_id for e in children}))}")
+    if decisive is not None and decisive.tasks:
+        print(f"\nper-task scores (evaluation {decisive.id}, suite {decisive.suite}, stage "
+              f"{decisive.stage}):")
+        _table(["task", "status", f"score on {decisive.suite}", "loss", "best lr"],
+               [[t.task, t.status, _fmt(t.score), _fmt(t.loss), _fmt(t.best_lr, ".3g")]
+                for t in decisive.tasks])
     if not evals:
         print("\nevaluations: none")
         return 0
-    print("\nevaluations:")
-    _table(["id", "campaign", "suite", "stage", "status", "score", "best lr", "wall s",
+    print("\nall evaluations (* the decisive one; stage 0 screening, 3 held-out "
+          "validation):")
+    _table(["", "id", "campaign", "suite", "stage", "status", "score", "best lr", "wall s",
             "worker"],
-           [[str(e.id), "-" if e.campaign_id is None else str(e.campaign_id), e.suite,
+           [["*" if decisive is not None and e.id == decisive.id else "", str(e.id),
+             "-" if e.campaign_id is None else str(e.campaign_id), e.suite,
              f"{e.stage} (validation)" if e.stage == STAGE_VALIDATION else str(e.stage),
              e.status, _fmt(e.score), _fmt(e.best_lr, ".3g"),
              _fmt(e.wall_time, ".1f"), e.worker or "-"] for e in evals])
     for e in evals:
         if e.error:
             print(f"evaluation {e.id} error: {e.error.strip().splitlines()[0]}")
-    selected = [e for e in evals if e.stage != STAGE_VALIDATION]
-    best = max((e for e in selected if e.finite), key=lambda e: e.score,
-               default=selected[-1] if selected else None)
-    if best is not None and best.tasks:
-        print(f"\nper-task scores (evaluation {best.id}, suite {best.suite}):")
-        _table(["task", "status", "score", "loss", "best lr"],
-               [[t.task, t.status, _fmt(t.score), _fmt(t.loss), _fmt(t.best_lr, ".3g")]
-                for t in best.tasks])
     for e in validations:
         where = f", campaign {e.campaign_id}" if e.campaign_id is not None else ""
         print()

@@ -80,14 +80,17 @@ def test_campaigns_table_and_json(db, capsys):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["id", "name", "status"]
-    assert lines[1].split()[:5] == ["1", "lion-hunt", "running", "4", "3"]
-    assert lines[2].split()[:5] == ["2", "empty", "running", "0", "0"]
+    # evaluations (stages 1 and 2), screenings, validations, programs
+    assert lines[1].split()[:7] == ["1", "lion-hunt", "running", "4", "0", "0", "3"]
+    assert lines[2].split()[:7] == ["2", "empty", "running", "0", "0", "0", "0"]
     # the best is stage 2's, where winners are chosen (not stage 1's higher 1.2)
-    assert "1.1 on medium" in lines[1] and lines[2].split()[5:7] == ["-", "-"]
+    assert "1.1 on medium (stage 2)" in lines[1] and lines[2].split()[7:9] == ["-", "-"]
     code, out, _ = run(capsys, "campaigns", "--db", db["url"], "--json")
     data = json.loads(out)
     assert [c["name"] for c in data] == ["lion-hunt", "empty"]
-    assert data[0]["best"] == {"score": 1.1, "suite": "medium", "stage": 2}
+    assert data[0]["best"] == {"score": 1.1, "suite": "medium", "stage": 2,
+                               "program": db["ids"][1], "name": "child", "evaluation": 4}
+    assert data[1]["best"] is None
     assert data[0]["validation"] == {"score": None, "suite": None}
     assert data[0]["config"] == {"seed": 7}
     assert data[0]["by_status"] == {"diverged": 1, "ok": 3}
@@ -102,10 +105,13 @@ def test_campaigns_best_is_never_a_screening_or_a_validation(db, capsys):
                           score=2.5, tasks=tasks(2.5))
     code, out, _ = run(capsys, "campaigns", "--db", db["url"], "--json")
     data = json.loads(out)[0]
-    assert data["best"] == {"score": 1.1, "suite": "medium", "stage": 2}
+    assert (data["best"]["score"], data["best"]["suite"], data["best"]["stage"]) == \
+        (1.1, "medium", 2)
     assert data["validation"] == {"score": 2.5, "suite": "validation"}
+    # and neither counts as one of the campaign's evaluations: each is counted apart
+    assert (data["evaluations"], data["screenings"], data["validations"]) == (4, 1, 1)
     code, out, _ = run(capsys, "campaigns", "--db", db["url"])
-    assert "1.1 on medium" in out and "2.5 on validation" in out
+    assert "1.1 on medium (stage 2)" in out and "2.5 on validation" in out
 
 
 def test_db_from_environment(db, capsys, monkeypatch):
@@ -114,10 +120,11 @@ def test_db_from_environment(db, capsys, monkeypatch):
     assert code == 0 and len(json.loads(out)) == 2
 
 
-def test_top_defaults_to_latest_stage_suite(db, capsys):
+def test_top_defaults_to_where_winners_are_chosen(db, capsys):
     code, out, err = run(capsys, "top", "--db", db["url"])
     assert code == 0, err
-    assert out.splitlines()[0] == "top 1 in all campaigns, suite medium"
+    assert out.splitlines()[0].startswith(
+        "top 1 in all campaigns on medium, stage 2 (where winners are chosen)")
     code, out, _ = run(capsys, "top", "--db", db["url"], "--suite", "small", "-n", "5",
                        "--campaign", "lion-hunt")
     rows = [line.split() for line in out.splitlines()[2:]]
@@ -159,7 +166,9 @@ def test_show(db, capsys):
     assert "\\operatorname{interp}" in out.split("LaTeX:\n")[1]
     assert f"    {adamw} adamw --insert--> in campaign 1" in out
     assert f"children: {grand}" in out
-    assert "per-task scores (evaluation 2, suite small):" in out
+    # the decisive evaluation: stage 2, where the campaign chooses winners
+    assert out.splitlines()[1].startswith("  score: 1.1 on medium (stage 2, evaluation 4: ")
+    assert "per-task scores (evaluation 4, suite medium, stage 2):" in out
     assert "task1" in out.split("per-task scores")[1]
 
     code, out, _ = run(capsys, "show", str(grand), "--db", db["url"], "--json")
@@ -186,10 +195,10 @@ def test_validations_are_shown_apart_and_never_ranked_on(db, capsys):
                                            "suite_version": "abc"})])
     code, out, err = run(capsys, "top", "--db", db["url"])
     assert code == 0, err
-    assert out.splitlines()[0] == "top 1 in all campaigns, suite medium"
+    assert out.splitlines()[0].startswith("top 1 in all campaigns on medium, stage 2")
     code, out, err = run(capsys, "show", str(child), "--db", db["url"])
     assert code == 0, err
-    assert "per-task scores (evaluation 2, suite small):" in out
+    assert "per-task scores (evaluation 4, suite medium, stage 2):" in out
     assert "3 (validation)" in out
     held_out = out.split("held-out validation (evaluation 5, campaign 1): ok")[1]
     assert "suite validation (version abc; held out: never selected on)" in held_out

@@ -267,6 +267,34 @@ def test_top_pages_through_reevaluations(store: Store):
     assert [r.program.id for r in store.top(2, suite="s")] == [a.id, b.id]
 
 
+def test_ranking_lists_distinct_programs_and_failures_on_request(store: Store):
+    """`ranking` (what `optforge top` lists): one row per program, its best ``ok``
+    evaluation in scope; with `failures`, failed ones too, then the unscored, latest first."""
+    c = store.create_campaign("r", {})
+    a, b, f, u = (store.add_program(program(i)) for i in (1, 2, 3, 4))
+    with store.transaction() as tx:
+        for k in range(200):  # re-evaluated many times: still one row
+            tx.add_evaluation(a.id, campaign=c.id, suite="s", stage=2, status="ok",
+                              score=2.0 + k / 1000)
+        tx.add_evaluation(a.id, campaign=c.id, suite="s", stage=2, status="diverged",
+                          score=9.0)  # a failure never counts unless asked for
+        tx.add_evaluation(b.id, campaign=c.id, suite="s", stage=2, status="ok", score=1.0)
+        tx.add_evaluation(f.id, campaign=c.id, suite="s", stage=2, status="diverged",
+                          score=0.25)
+        tx.add_evaluation(u.id, campaign=c.id, suite="s", stage=2, status="nan",
+                          score=math.nan)
+        tx.add_evaluation(b.id, campaign=c.id, suite="s", stage=1, status="ok", score=5.0)
+    ranked = store.ranking(10, campaign=c.id, suite="s", stage=2)
+    assert [(r.rank, r.program.id, r.score) for r in ranked] == [(1, a.id, 2.199),
+                                                                 (2, b.id, 1.0)]
+    every = store.ranking(10, campaign=c.id, suite="s", stage=2, failures=True)
+    assert [(r.program.id, r.evaluation.status) for r in every] == [
+        (a.id, "diverged"), (b.id, "ok"), (f.id, "diverged"), (u.id, "nan")]
+    assert [r.program.id for r in store.ranking(3, campaign=c.id, suite="s", stage=2,
+                                                failures=True)] == [a.id, b.id, f.id]
+    assert store.ranking(0, campaign=c.id) == []
+
+
 def test_pareto_front(store: Store):
     c, progs = _seed_scores(store)
     front = store.pareto_front(campaign=c.id, suite="small")
