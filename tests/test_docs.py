@@ -74,6 +74,16 @@ def test_every_op_has_a_row_with_its_domain_note():
         assert op.domain.replace("|", r"\|") in rows[name]
 
 
+def test_the_pages_note_on_sign_of_nan_is_still_true():
+    # the page says what torch does, and that the op table's note says otherwise: when
+    # either changes, so must the page
+    import torch
+    note = "`sign(nan)` is 0 in torch (the op table's note says\nnan)"
+    assert note in LANGUAGE.read_text("utf-8")
+    assert float(dsl.OPS["sign"].torch_fn(0, torch.tensor(float("nan")))) == 0.0
+    assert "sign(nan) = nan" in dsl.OPS["sign"].domain
+
+
 def test_every_rule_block_parses_and_checks(tmp_path, monkeypatch, capsys):
     rules = blocks(LANGUAGE, "rule")
     assert len(rules) >= 2
