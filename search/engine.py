@@ -61,6 +61,7 @@ from store import (
 )
 from store.records import TaskResultRecord
 
+from . import campaign_view
 from .config import CampaignConfig, config_from_dict
 from .individuals import Child, Member
 from .mutations import MutationResult, mutate
@@ -110,6 +111,13 @@ class Counters:
         c = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
         c.best_score = -math.inf if c.best_score is None else c.best_score
         return c
+
+    @property
+    def trained_fraction(self) -> float | None:
+        """The fraction of children trained on stage 1 (the seeds are not children)."""
+        if not self.children:
+            return None
+        return max(0, self.stage1_evaluations - len(self.seed_ids)) / self.children
 
     @property
     def hit_rate(self) -> float:
@@ -251,8 +259,7 @@ class Campaign:
                 "rejections": dict(c.rejections), "best_stage1": c.to_json()["best_score"],
                 "best_program": c.best_program, "restarts": c.restarts,
                 "screenings": c.screenings, "screen_cache_hits": c.screen_cache_hits,
-                "full_evaluation_fraction": (c.stage1_evaluations / c.children
-                                             if c.children else None)}
+                "full_evaluation_fraction": c.trained_fraction}
 
     # ---- stage 0: seeds ----------------------------------------------------------------------
     def _seed_programs(self) -> list[Program]:
@@ -611,9 +618,7 @@ class Campaign:
         """The campaign's best `n` programs where winners are chosen: by stage-2 score
         (simplified variants included), or by stage-1 score when nothing reached stage 2.
         Never by validation score. The first is the campaign's winner."""
-        f = self.config.funnel
-        return (self.store.top(n, campaign=self.id, suite=f.stage2, stage=STAGE2)
-                or self.store.top(n, campaign=self.id, suite=f.stage1, stage=STAGE1))
+        return campaign_view.finalists(self.store, self.id, n)
 
     def _validate_finalists(self, pool) -> None:
         """Train each final candidate on the validation suite and store it as stage 3, once:

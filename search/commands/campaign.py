@@ -162,18 +162,25 @@ def _drive(campaign, workers: int, args) -> int:
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
+        # tqdm's own remaining time extrapolates evaluations, which stage 2, simplification
+        # and validation make wrong: the bar shows `search.eta`'s estimate instead
         bar = tqdm(total=campaign.config.budget, unit="eval", initial=campaign.counters.evaluations,
-                   dynamic_ncols=True, file=sys.stderr)
+                   dynamic_ncols=True, file=sys.stderr,
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
 
         from ..campaign_view import progress_postfix
+        from ..eta import remaining_seconds
+        pool_size = workers or os.cpu_count() or 1
 
         def progress(c):
             # the campaign's best and count as every listing defines them (campaign_view):
             # the stage-2 best once stage 2 has one, budgeted evaluations only
             bar.n, best = progress_postfix(campaign.store, campaign.id,
                                            campaign.config.funnel.stage1)
-            trained = c.stage1_evaluations / c.children if c.children else 0.0
-            bar.set_postfix_str(f"{best} | hits {c.hit_rate:.0%} | "
+            trained = c.trained_fraction or 0.0
+            left = remaining_seconds(c, campaign.config, pool_size, campaign.stage1_budget)
+            eta = "?" if left is None else tqdm.format_interval(left)
+            bar.set_postfix_str(f"ETA {eta} | {best} | hits {c.hit_rate:.0%} | "
                                 f"trained {trained:.0%} of children | {c.phase}")
         campaign.progress = progress
     from sqlalchemy.exc import DBAPIError

@@ -35,6 +35,7 @@ from store import (
     TaskResultRecord,
 )
 
+from ..campaign_view import winners_scope
 from ..commands.validate_cmd import stored_validation
 from ..stages import SCREEN, STAGE1, STAGE2, STAGE_VALIDATION
 
@@ -216,11 +217,8 @@ def gather(store: Store, campaign: CampaignRecord) -> ReportData:
     evals = sorted(store.evaluations(campaign=campaign.id), key=lambda e: e.id)
     progress = campaign_series(campaign, evals)
     control = find_control(store, campaign, progress)
-    winner = None
-    for stage in (STAGE2, STAGE1):  # as Campaign.finalists: stage 2, else stage 1
-        winner = find_winner(store, campaign, evals, stage) if progress.stage(stage) else None
-        if winner is not None:
-            break
+    scope = winners_scope(store, campaign)  # the one definition of where winners are chosen
+    winner = find_winner(store, campaign, evals, scope.stage, scope.suite) if scope else None
     lineage = lineage_steps(store, campaign, winner.program, evals) if winner else ()
     front_stage = winner.stage if winner else (STAGE2 if progress.stage(STAGE2) else STAGE1)
     front = pareto_of(store, campaign, progress.stage(front_stage)) \
@@ -294,8 +292,7 @@ def find_control(store: Store, campaign: CampaignRecord,
 
 
 def find_winner(store: Store, campaign: CampaignRecord, evals: list[EvaluationRecord],
-                stage: int) -> Winner | None:
-    suite = _main_suite(evals, stage)
+                stage: int, suite: str) -> Winner | None:
     top = store.top(1, campaign=campaign.id, suite=suite, stage=stage)
     if not top:  # nothing scored on that stage
         return None
