@@ -274,10 +274,14 @@ def run_top(args: argparse.Namespace) -> int:
 def _derived_forms(source: str) -> tuple[str | None, str | None, str | None]:
     """(simplified source, LaTeX, why they are missing) computed by the language."""
     import dsl
+    from dsl.simplifier import simplify_bounded
 
     try:
         prog = dsl.parse(source, filename="<stored program>")
-        simplified = dsl.format_program(dsl.simplify(prog))
+        result = simplify_bounded(prog)
+        if result.bound_hit is not None:  # the source itself stands: say why
+            return (f"(not simplified: {result.bound_hit})", dsl.to_latex(prog), None)
+        simplified = dsl.format_program(result.program)
         return simplified, dsl.to_latex(prog), None
     except Exception as e:  # noqa: BLE001 - a display aid must not hide the stored data
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -330,8 +334,11 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"\n(simplified form and LaTeX unavailable: {why_not})")
     else:
         print("\nsimplified:")
-        print(_indent(simplified) if simplified.strip() != prog.source.strip()
-              else "    (already in simplest form)")
+        if simplified.startswith("(not simplified"):
+            print(f"    {simplified}")
+        else:
+            print(_indent(simplified) if simplified.strip() != prog.source.strip()
+                  else "    (already in simplest form)")
         print("\nLaTeX:")
         print(_indent(latex))
     print("\nparents:" if parents else "\nparents: none (a seed)")
