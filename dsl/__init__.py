@@ -9,11 +9,11 @@
     >>> to_latex(p)                    # the rule's math
 """
 
-import importlib
 from typing import TYPE_CHECKING
 
-# Exports load their submodule on first use (PEP 562), so `from dsl import X` costs only
-# X's module: the command line's listings never import torch.
+from .lazy import lazy_exports
+
+# Exports load their submodule on first use (see dsl.lazy).
 _EXPORTS = {
     "FileReport": "checker",
     "Report": "checker",
@@ -79,15 +79,4 @@ __all__ = [
     "run_steps", "simplify", "statement_count", "structural_hash", "to_latex",
 ]
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

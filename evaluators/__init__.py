@@ -14,11 +14,11 @@ workers) are statuses, never exceptions.
 Layering: this package imports only `dsl` of ours.
 """
 
-import importlib
 from typing import TYPE_CHECKING
 
-# Exports load their submodule on first use (PEP 562), so `from evaluators import X` costs only
-# X's module: the command line's listings never import torch.
+from dsl.lazy import lazy_exports
+
+# Exports load their submodule on first use (see dsl.lazy).
 _EXPORTS = {
     "EvalResult": "evaluation",
     "baseline_programs": "evaluation",
@@ -70,15 +70,4 @@ __all__ = [
     "get_suite", "plan_slots", "run_job", "train_replicas", "train_task",
 ]
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -10,14 +10,12 @@ over it, with the mode ``open(FILE, "w")`` would give it.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
-import stat
 from pathlib import Path
 
 from store import ENV_VAR, CampaignRecord, NotFound, Store, StoreError
 
 from ..errors import UserError
+from ..files import write_text_atomically
 
 
 def register(sub) -> None:
@@ -42,7 +40,7 @@ def run_report(args: argparse.Namespace) -> int:
     from ..report import build_page, gather
 
     out = Path(args.out)
-    directory = check_out(out)
+    check_out(out)
     try:
         with Store(args.db, create=False) as store:
             campaign = pick_campaign(store, args.campaign)
@@ -51,7 +49,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     page = build_page(data)
     try:
-        write_atomically(out, directory, page)
+        write_text_atomically(out, page)
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     w = data.winner
@@ -85,28 +83,6 @@ def pick_campaign(store: Store, ref: str | None) -> CampaignRecord:
         raise UserError(f"no campaigns in {store.display_url}: run `optforge run` first, or "
                         "pass --db URL")
     return max(campaigns, key=lambda c: (c.created_at, c.id))
-
-
-def write_atomically(path: Path, directory: Path, text: str) -> None:
-    """Write `text` to a new file in `directory`, then rename it over `path`: a reader never
-    sees half a page. The mode is what ``open(path, "w")`` would give: an existing file's
-    own, else 0o666 less the umask (not mkstemp's 0o600)."""
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        mode = None
-    tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    # O_EXCL: never write into a file that is already there; the kernel applies the umask
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if mode is not None:
-                os.fchmod(f.fileno(), mode)
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _score(x: float | None) -> str:

@@ -18,13 +18,12 @@ import dataclasses
 import json
 import math
 import os
-import secrets
-import stat
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from ..files import write_text_atomically
 
 if TYPE_CHECKING:
     import dsl
@@ -220,34 +219,10 @@ def export_rule(resolved: ResolvedRule, out: str, class_name: str | None, force:
     except ExportError as e:
         raise UserError(str(e)) from None
     try:
-        _write_atomically(out, directory, source)
+        write_text_atomically(out, source)
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     return name
-
-
-def _write_atomically(path: str, directory: str, text: str) -> None:
-    """Write `text` to a new file in `directory`, then rename it over `path`: readers never see
-    half a module. The file gets the mode `open(path, "w")` would give it: an existing file's
-    own mode, else 0o666 less the umask (0o644 under the usual 022), not mkstemp's 0o600."""
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        mode = None
-    tmp = os.path.join(directory, f".optforge-export-{secrets.token_hex(8)}.py")
-    # O_EXCL: never write into a file that is already there; the kernel applies the umask to
-    # 0o666, as it does for open(..., "w")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if mode is not None:
-                os.fchmod(f.fileno(), mode)
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run_export(args) -> int:

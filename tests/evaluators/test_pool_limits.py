@@ -5,9 +5,6 @@ it. The machine is faked (cores, memory, GPUs): nothing here depends on where it
 from __future__ import annotations
 
 import logging
-import os
-
-import pytest
 
 import seeds
 from evaluators import pool as pool_module
@@ -25,16 +22,6 @@ from evaluators.pool import (
 def name_runner(job: Job) -> str:
     """A job runner that does no work (workers unpickle it by reference)."""
     return job.program.name
-
-
-@pytest.fixture
-def machine(monkeypatch):
-    spec = {"cores": 2, "memory": 64 * 2**30, "gpus": 0}
-    monkeypatch.setattr(pool_module, "usable_cores", lambda: spec["cores"])
-    monkeypatch.setattr(pool_module, "available_memory", lambda: spec["memory"])
-    monkeypatch.setattr(pool_module, "cuda_device_count", lambda: spec["gpus"])
-    monkeypatch.setattr(os, "cpu_count", lambda: spec["cores"])
-    return spec
 
 
 def started(pool: EvaluatorPool) -> int:

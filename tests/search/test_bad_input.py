@@ -6,7 +6,6 @@ depend on the machine they run on)."""
 
 from __future__ import annotations
 
-import os
 import traceback
 from pathlib import Path
 
@@ -40,17 +39,6 @@ def assert_one_line_error(code, err: str, command: str, *fragments: str) -> None
     assert len(lines) == 1 and lines[0].startswith(f"optforge {command}: error: "), err
     for fragment in fragments:
         assert fragment in err, err
-
-
-@pytest.fixture
-def machine(monkeypatch):
-    """A fake machine: 2 cores, no GPU, 64 GiB available; tests change what they need."""
-    spec = {"cores": 2, "memory": 64 * 2**30, "gpus": 0}
-    monkeypatch.setattr(pool_module, "usable_cores", lambda: spec["cores"])
-    monkeypatch.setattr(pool_module, "available_memory", lambda: spec["memory"])
-    monkeypatch.setattr(pool_module, "cuda_device_count", lambda: spec["gpus"])
-    monkeypatch.setattr(os, "cpu_count", lambda: spec["cores"])
-    return spec
 
 
 @pytest.fixture
