@@ -18,17 +18,11 @@ import torch
 
 import dsl
 from search import cli
-from search.config import CampaignConfig, Evolution, Funnel, Simplify, Validation
 from search.engine import Campaign
 from store import ProgramData, Store, TaskResultRecord
 
-# tests/search/test_campaign.py's tiny campaign: the `tiny` suite everywhere, budget 7
-CONFIG = CampaignConfig(
-    seeds=("sgd_momentum",), seed=5, budget=7,
-    evolution=Evolution(population=4, tournament=2, restart_after=50),
-    funnel=Funnel(stage1="tiny", stage2="tiny", threshold=-10.0, stage2_max=1, screen="tiny",
-                  hurdle=0.5),
-    simplify=Simplify(enabled=False), validation=Validation(suite="tiny"))
+from .test_campaign import CONFIG  # the tiny campaign: `tiny` everywhere, budget 7
+
 # the random-search control: same stage-1 suite, smaller, no screening, not validated
 CONTROL = replace(CONFIG, budget=4, evolution=replace(CONFIG.evolution, strategy="random"),
                   funnel=replace(CONFIG.funnel, screen=""),
