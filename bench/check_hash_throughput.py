@@ -30,9 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import dsl
-from dsl.ir import INPUTS, Program, Stmt, temp_name, validate
-from dsl.ops import OPS, OpKind
+from optforge.dsl.ir import INPUTS, Program, Stmt, temp_name, validate
+from optforge.dsl.ops import OPS, OpKind
+
+from optforge import dsl
 
 OP_NAMES = list(OPS)
 CONSTANTS = [0.0, 1.0, -1.0, 0.5, 2.0, 0.9, 0.999, 1e-8]

@@ -32,8 +32,9 @@ def best_of(argv: list[str], repeat: int) -> float:
 
 def small_database(directory: str) -> tuple[str, int]:
     """A database with a campaign and a few evaluated seeds, written through the Store."""
-    import seeds
-    from store import Store
+    from optforge.store import Store
+
+    from optforge import seeds
 
     url = f"sqlite:///{directory}/bench.db"
     with Store(url) as store:
@@ -65,7 +66,7 @@ def main() -> None:
                         ["top", "--db", url],
                         ["lineage", str(program), "--out", f"{tmp}/l.dot", "--db", url],
                         ["show", str(program), "--db", url]):
-            seconds = best_of([py, "-m", "search", *command], args.repeat)
+            seconds = best_of([py, "-m", "optforge", *command], args.repeat)
             label = "optforge " + " ".join(command[:1] if len(command) > 1 else command)
             print(f"{label:<24} {seconds:6.3f} s  {seconds / torch:5.2f}x import torch")
 

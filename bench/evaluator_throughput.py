@@ -30,12 +30,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+from optforge.dsl.kernel import compile_kernel  # noqa: E402
+from optforge.evaluators.models import build_problem  # noqa: E402
+from optforge.evaluators.trainer import train_replicas, train_task  # noqa: E402
 
-import evaluators  # noqa: E402
-import seeds  # noqa: E402
-from dsl.kernel import compile_kernel  # noqa: E402
-from evaluators.models import build_problem  # noqa: E402
-from evaluators.trainer import train_replicas, train_task  # noqa: E402
+from optforge import (
+    evaluators,  # noqa: E402
+    seeds,  # noqa: E402
+)
 
 
 def load() -> str:

@@ -27,8 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import seeds  # noqa: E402
-from dsl.export import optimizer_class  # noqa: E402
+from optforge.dsl.export import optimizer_class  # noqa: E402
+
+from optforge import seeds  # noqa: E402
 
 
 def handwritten_compiled_lion():

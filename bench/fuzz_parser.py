@@ -34,8 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import dsl
-from dsl.ops import OPS
+from optforge.dsl.ops import OPS
+
+from optforge import dsl
 
 # The rules of DESIGN.md ("The language") and issue 2, so the corpus does not depend on the
 # seeds' current text.

@@ -13,9 +13,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evaluators import Suite, Task  # noqa: E402
-from evaluators.schedules import CONSTANT, WARMUP_COSINE  # noqa: E402
-from evaluators.tasks import _FIXED, _args, lr_grid  # noqa: E402
+from optforge.evaluators import Suite, Task  # noqa: E402
+from optforge.evaluators.schedules import CONSTANT, WARMUP_COSINE  # noqa: E402
+from optforge.evaluators.tasks import _FIXED, _args, lr_grid  # noqa: E402
 
 __all__ = ["LEGACY", "legacy_suite"]
 

@@ -46,17 +46,27 @@ from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from legacy_suites import LEGACY, legacy_suite  # noqa: E402  (bench/legacy_suites.py)
+from optforge.evaluators import EvaluatorPool, Job, Suite, get_suite  # noqa: E402
+from optforge.evaluators.scoring import (  # noqa: E402
+    SCORE_FLOOR,
+    baseline_from_runs,
+    cache_dir,
+    candidate_status,
+    clip_score,
+    geometric_mean,
+    score_task,
+    suite_score,
+    task_loss,
+)
+from optforge.evaluators.tasks import SUITES, lr_grid  # noqa: E402
+from optforge.evaluators.trainer import Status, TaskRun  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402  (scikit-learn's dependency)
 
-import dsl  # noqa: E402
-import seeds  # noqa: E402
-from evaluators import EvaluatorPool, Job, Suite, get_suite  # noqa: E402
-from evaluators.scoring import (SCORE_FLOOR, baseline_from_runs, cache_dir,  # noqa: E402
-                                candidate_status, clip_score, geometric_mean, score_task,
-                                suite_score, task_loss)
-from evaluators.tasks import SUITES, lr_grid  # noqa: E402
-from evaluators.trainer import Status, TaskRun  # noqa: E402
-from legacy_suites import LEGACY, legacy_suite  # noqa: E402  (bench/legacy_suites.py)
+from optforge import (
+    dsl,  # noqa: E402
+    seeds,  # noqa: E402
+)
 
 PANEL = Path(__file__).resolve().parent / "panel"
 CURVE_POINTS = 20

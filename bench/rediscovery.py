@@ -26,17 +26,21 @@ import argparse
 import json
 import math
 import time
-
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
-
-from evaluators import evaluate_many
-from evaluators.pool import EvaluatorPool
-from evaluators.validation import validate
-from search.config import CampaignConfig, Evolution, Funnel, Simplify, Validation
-from search.engine import Campaign
-from store import Store
+from optforge.evaluators import evaluate_many
+from optforge.evaluators.pool import EvaluatorPool
+from optforge.evaluators.validation import validate
+from optforge.search.config import (
+    CampaignConfig,
+    Evolution,
+    Funnel,
+    Simplify,
+    Validation,
+)
+from optforge.search.engine import Campaign
+from optforge.store import Store
 
 
 def run(store: Store, strategy: str, args) -> dict:

@@ -21,8 +21,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import evaluators  # noqa: E402
-import seeds  # noqa: E402
+from optforge import (
+    evaluators,  # noqa: E402
+    seeds,  # noqa: E402
+)
 
 
 def main() -> int:

@@ -27,11 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from optforge.store import ProgramData, Store, TaskResultRecord  # noqa: E402
+from optforge.store import models as m  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
-
-from store import ProgramData, Store, TaskResultRecord  # noqa: E402
-from store import models as m  # noqa: E402
 
 
 def program(i: int) -> ProgramData:
@@ -116,7 +115,7 @@ def throughput(url: str, writers: int, n: int) -> tuple[float, int]:
 
 def populate(url: str, rows: int, programs: int) -> float:
     """Bulk-load `rows` evaluations (each with 3 task results) in large batches; returns s."""
-    from store.writes import rank_score
+    from optforge.store.writes import rank_score
 
     t0 = time.perf_counter()
     st = Store(url)

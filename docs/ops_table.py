@@ -25,11 +25,10 @@ from pathlib import Path
 
 import sympy
 import torch
-
-from dsl.latex import latex_expr
-from dsl.ops import OPS, OpKind
-from dsl.printer import Node
-from search.commands.ops_cmd import ops_table, signature
+from optforge.dsl.latex import latex_expr
+from optforge.dsl.ops import OPS, OpKind
+from optforge.dsl.printer import Node
+from optforge.search.commands.ops_cmd import ops_table, signature
 
 PAGE = Path(__file__).resolve().parent / "language.md"
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+
 import torch
 
 from .checker import live_states

@@ -16,7 +16,7 @@ Layering: this package imports only `dsl` of ours.
 
 from typing import TYPE_CHECKING
 
-from dsl.lazy import lazy_exports
+from optforge.dsl.lazy import lazy_exports
 
 # Exports load their submodule on first use (see dsl.lazy).
 _EXPORTS = {

@@ -14,14 +14,24 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from dsl import Program, parse
-from dsl.kernel import compile_kernel
+from optforge.dsl import Program, parse
+from optforge.dsl.kernel import compile_kernel
 
 from .jobs import Job, error_run, hyper_items, run_job
 from .pool import HARD_LIMIT, WORKER_DIED, EvaluatorPool
-from .scoring import (BASELINE_RULES, SCORE_FLOOR, Baseline, TaskScore, baseline_from_runs,
-                      cache_dir, candidate_status, load_baselines, save_baselines, score_task,
-                      suite_score)
+from .scoring import (
+    BASELINE_RULES,
+    SCORE_FLOOR,
+    Baseline,
+    TaskScore,
+    baseline_from_runs,
+    cache_dir,
+    candidate_status,
+    load_baselines,
+    save_baselines,
+    score_task,
+    suite_score,
+)
 from .tasks import Suite, get_suite
 from .trainer import Status, TaskRun
 

@@ -17,9 +17,8 @@ from functools import lru_cache
 from typing import Mapping
 
 import torch
-
-from dsl import Program
-from dsl.kernel import Kernel, compile_kernel
+from optforge.dsl import Program
+from optforge.dsl.kernel import Kernel, compile_kernel
 
 from .models import build_problem
 from .scoring import improving_end

@@ -39,13 +39,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from dsl import Program, parse, structural_hash
+from optforge.dsl import Program, parse, structural_hash
 
-from .evaluation import EvalResult, _assemble, _as_failed, baseline_programs, ensure_baselines
+from .evaluation import (
+    EvalResult,
+    _as_failed,
+    _assemble,
+    baseline_programs,
+    ensure_baselines,
+)
 from .jobs import Job, error_run, run_job
 from .pool import HARD_LIMIT, WORKER_DIED, EvaluatorPool
-from .scoring import (Baseline, cache_dir, clip_score, geometric_mean, loss_ratio, score_task,
-                      write_json_atomically)
+from .scoring import (
+    Baseline,
+    cache_dir,
+    clip_score,
+    geometric_mean,
+    loss_ratio,
+    score_task,
+    write_json_atomically,
+)
 from .tasks import Suite, get_suite
 from .trainer import Status, TaskRun
 

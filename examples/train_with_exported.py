@@ -16,8 +16,9 @@ from sklearn.datasets import load_digits
 
 
 def export_seed(name: str, directory: str) -> Path:  # through optforge's Python API
-    import seeds
-    from dsl.export import export_module
+    from optforge.dsl.export import export_module
+
+    from optforge import seeds
     info = seeds.seed_info(name)
     path = Path(directory) / f"{name}_opt.py"
     path.write_text(export_module(info.program, provenance=f"seed {name!r}", default_lr=info.lr))

@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from store import (
+from optforge.store import (
     CampaignRecord,
     EvaluationRecord,
     ProgramRecord,

@@ -13,19 +13,19 @@ import importlib
 import sys
 from typing import Sequence
 
-from dsl import RuleError
+from optforge.dsl import RuleError
 
 from .errors import UserError
 
 COMMAND_MODULES = (
-    "search.commands.rules",
-    "search.commands.ops_cmd",
-    "search.commands.campaign",
-    "search.commands.store_cmds",
-    "search.commands.eval_cmd",
-    "search.commands.seeds_export",
-    "search.commands.validate_cmd",
-    "search.commands.report_cmd",
+    "optforge.search.commands.rules",
+    "optforge.search.commands.ops_cmd",
+    "optforge.search.commands.campaign",
+    "optforge.search.commands.store_cmds",
+    "optforge.search.commands.eval_cmd",
+    "optforge.search.commands.seeds_export",
+    "optforge.search.commands.validate_cmd",
+    "optforge.search.commands.report_cmd",
 )
 
 
@@ -82,7 +82,7 @@ def _check_workers(args: argparse.Namespace) -> None:
     is refused before the command starts anything: one line stating the limit."""
     workers = getattr(args, "workers", None)
     if isinstance(workers, int) and workers > 0:
-        from evaluators.pool import check_workers
+        from optforge.evaluators.pool import check_workers
         problem = check_workers(workers, "--workers")
         if problem:
             raise UserError(problem)
@@ -92,14 +92,14 @@ def _database_error(e: Exception, args: argparse.Namespace) -> str | None:
     """The one-line message for a database error that a command let through (a store
     error, or one the driver raised mid-command), naming the database; None for anything
     else. Modules that were never imported cannot have raised."""
-    store_errors = sys.modules.get("store.errors")
+    store_errors = sys.modules.get("optforge.store.errors")
     if store_errors is not None and isinstance(e, store_errors.StoreError):
         return str(e)
     sa_exc = sys.modules.get("sqlalchemy.exc")
     sqlite3 = sys.modules.get("sqlite3")
     if (sa_exc is not None and isinstance(e, sa_exc.DBAPIError)) or \
             (sqlite3 is not None and isinstance(e, sqlite3.Error)):
-        from store.engine import describe_location, store_error
+        from optforge.store.engine import describe_location, store_error
         return str(store_error(e, describe_location(getattr(args, "db", None))))
     return None
 

@@ -10,8 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from dsl.errors import did_you_mean
-from evaluators.tasks import SEARCH_SUITES, SUITES
+from optforge.dsl.errors import did_you_mean
+from optforge.evaluators.tasks import SEARCH_SUITES, SUITES
 
 from .errors import UserError
 from .mutation_defaults import DEFAULT_WEIGHTS, Limits
@@ -99,7 +99,7 @@ class CampaignConfig:
             section, name = key.split(".", 1)
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
         cfg = _validated(cfg)
-        from evaluators.pool import (
+        from optforge.evaluators.pool import (
             check_workers,  # imports torch: only when workers > 0
         )
 
@@ -110,7 +110,7 @@ class CampaignConfig:
 
 
 def default_config() -> CampaignConfig:
-    text = resources.files("search").joinpath("default_campaign.toml").read_text("utf-8")
+    text = resources.files("optforge.search").joinpath("default_campaign.toml").read_text("utf-8")
     return _from_mapping(tomllib.loads(text), "default_campaign.toml")
 
 

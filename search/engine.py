@@ -42,15 +42,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-
-import dsl
-import seeds as seed_lib
-from dsl import Program
-from evaluators import EvalResult, evaluate, evaluate_many, evaluate_on_suites
-from evaluators.pool import EvaluatorPool
-from evaluators.scoring import geometric_mean
-from evaluators.validation import ValidationReport, validate
-from store import (
+from optforge.dsl import Program
+from optforge.evaluators import EvalResult, evaluate, evaluate_many, evaluate_on_suites
+from optforge.evaluators.pool import EvaluatorPool
+from optforge.evaluators.scoring import geometric_mean
+from optforge.evaluators.validation import ValidationReport, validate
+from optforge.store import (
     Checkpoint,
     Lease,
     LeaseLost,
@@ -59,7 +56,10 @@ from store import (
     Transaction,
     leases,
 )
-from store.records import TaskResultRecord
+from optforge.store.records import TaskResultRecord
+
+from optforge import dsl
+from optforge import seeds as seed_lib
 
 from . import campaign_view
 from .config import CampaignConfig, config_from_dict

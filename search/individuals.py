@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsl import Program
+from optforge.dsl import Program
 
 __all__ = ["Member", "Child"]
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
+from optforge.dsl.ir import INPUTS, Arg, Program, Stmt, renumber_temps, temp_name
+from optforge.dsl.ops import OPS
+from optforge.dsl.simplifier import eliminate_dead_code
 
-import dsl
-from dsl.ir import INPUTS, Arg, Program, Stmt, renumber_temps, temp_name
-from dsl.ops import OPS
-from dsl.simplifier import eliminate_dead_code
+from optforge import dsl
 
 from .mutation_defaults import DEFAULT_WEIGHTS, Limits
 

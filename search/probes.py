@@ -8,9 +8,9 @@ rate. A probe costs about a millisecond; a `small` suite evaluation about a seco
 from __future__ import annotations
 
 import torch
+from optforge.dsl import Program
 
-import dsl
-from dsl import Program
+from optforge import dsl
 
 __all__ = ["probe", "PROBE_LRS"]
 

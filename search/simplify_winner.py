@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import dsl
-from dsl import Program
-from dsl.checker import live_statements
-from dsl.ops import OPS
+from optforge.dsl import Program
+from optforge.dsl.checker import live_statements
+from optforge.dsl.ops import OPS
+
+from optforge import dsl
 
 from .individuals import Child
 from .mutations import bypass_statement

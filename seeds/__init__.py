@@ -30,7 +30,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the language loads torch: `seed_names` must not
-    from dsl import Program
+    from optforge.dsl import Program
 
 __all__ = ["SeedInfo", "RuleMetadata", "seed_names", "load_seed", "seed_source", "seed_info",
            "rule_metadata"]
@@ -89,7 +89,7 @@ def seed_source(name: str) -> str:
 @lru_cache(maxsize=None)
 def load_seed(name: str) -> Program:
     """The seed program `name` (raises KeyError for an unknown name)."""
-    from dsl import parse
+    from optforge.dsl import parse
 
     return parse(seed_source(name), f"seeds/{name}.rule")
 

@@ -46,7 +46,9 @@ class ProgramData:
     @classmethod
     def from_program(cls, program: Any) -> "ProgramData":
         """Everything about `program` (a `dsl.Program`) that the store keeps."""
-        import dsl  # lazily: the language is heavy (torch, sympy) and only needed here
+        from optforge import (
+            dsl,  # lazily: the language is heavy (torch, sympy) and only needed here
+        )
 
         return cls(
             name=program.name,

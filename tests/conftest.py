@@ -20,7 +20,7 @@ if os.environ.get("CI"):
 def machine(monkeypatch):
     """A fake machine for the worker limits (`evaluators.pool`): 2 cores, no GPU, 64 GiB
     available; a test changes the returned dict's entries to change the machine."""
-    from evaluators import pool
+    from optforge.evaluators import pool
 
     spec = {"cores": 2, "memory": 64 * 2**30, "gpus": 0}
     monkeypatch.setattr(pool, "usable_cores", lambda: spec["cores"])

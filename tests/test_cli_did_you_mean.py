@@ -1,8 +1,7 @@
 """A misspelled seed or suite on the command line gets the closest known name (issue 13)."""
 
 import pytest
-
-from search.cli import main
+from optforge.search.cli import main
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -8,9 +8,9 @@ import stat
 
 import pytest
 import torch
+from optforge.search.cli import main
 
-import dsl
-from search.cli import main
+from optforge import dsl
 
 # The docstring holds NUL and ESC written as escapes, as a user (or a program) may write them.
 ODD_DOC_RULE = ('def odd(w, g, lr, t, m, beta=0.9):\n'

@@ -4,10 +4,10 @@ import importlib.util
 import inspect
 
 import torch
+from optforge.search.cli import main
+from optforge.store import Store
 
-import dsl
-from search.cli import main
-from store import Store
+from optforge import dsl
 
 RULE = ("def found(w, g, lr, t, m, beta=0.8):\n    m = interp(g, m, beta)\n"
         "    return lr * sign(m) * abs(g), m\n")

@@ -4,15 +4,14 @@ import json
 from pathlib import Path
 
 import pytest
-
-from dsl.ops import OPS, OpKind
-from search.cli import main
+from optforge.dsl.ops import OPS, OpKind
+from optforge.search.cli import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def ops_table() -> str:
-    from search.commands.ops_cmd import ops_table
+    from optforge.search.commands.ops_cmd import ops_table
     return ops_table()
 
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from search.cli import main
+from optforge.search.cli import main
 
 MESSY = (Path(__file__).parent / "data" / "messy.rule").read_text()  # becomes Lion
 
@@ -50,6 +50,6 @@ def test_simplify_of_an_invalid_rule_is_an_error_not_a_traceback(tmp_path, capsy
 
 
 def test_console_script_help_works():
-    out = subprocess.run([sys.executable, "-m", "search", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "optforge", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "check" in out and "simplify" in out

@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from optforge.store import Store
 
-import seeds
-from store import Store
+from optforge import seeds
 
 PROBE = """
 import sys
-from search.cli import main
+from optforge.search.cli import main
 try:
     main(sys.argv[1:])
 except SystemExit:
@@ -51,7 +51,7 @@ def test_listings_do_not_import_torch(command, db, tmp_path):
 def test_version(capsys):
     from importlib.metadata import version
 
-    from search.cli import main
+    from optforge.search.cli import main
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"optforge {version('optforge')}"

@@ -13,11 +13,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from optforge.evaluators.scoring import SCORE_CEIL, SCORE_FLOOR
+from optforge.search.cli import main
 
-import dsl
-import seeds
-from evaluators.scoring import SCORE_CEIL, SCORE_FLOOR
-from search.cli import main
+from optforge import dsl, seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -6,9 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dsl
-from search.cli import main
-from store import Store
+from optforge.search.cli import main
+from optforge.store import Store
+
+from optforge import dsl
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "train_with_exported.py"

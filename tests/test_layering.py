@@ -16,14 +16,23 @@ ALLOWED = {
 }
 
 
+def _part(dotted: str) -> str:
+    """The optforge part a dotted module name names: "optforge.dsl.ops" -> "dsl"."""
+    parts = dotted.split(".")
+    return parts[1] if parts[0] == "optforge" and len(parts) > 1 else parts[0]
+
+
 def imported_packages(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            found.update(_part(alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
+            if node.module == "optforge":  # from optforge import dsl
+                found.update(alias.name for alias in node.names)
+            else:
+                found.add(_part(node.module))
     return found & set(PACKAGES)
 
 
@@ -38,3 +47,21 @@ def test_layering(package):
 
 def test_the_checker_sees_imports():
     assert imported_packages(ROOT / "seeds" / "__init__.py") == {"dsl"}
+    assert imported_packages(ROOT / "search" / "engine.py") == {
+        "dsl", "seeds", "evaluators", "store"}
+
+
+def test_nothing_imports_the_parts_as_top_level_packages():
+    """The parts install only as optforge.dsl, optforge.store, ...: an `import dsl` would
+    work in a checkout and fail for every user."""
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        if path.parts[len(ROOT.parts)] in (".ci", "build") or "venv" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
+                     and node.module else [])
+            for name in names:
+                assert name.split(".")[0] not in PACKAGES, \
+                    f"{path.relative_to(ROOT)} imports {name}: use optforge.{name}"

@@ -19,8 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import dsl  # noqa: E402
-from store import Store  # noqa: E402
+from optforge.store import Store  # noqa: E402
+
+from optforge import dsl  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

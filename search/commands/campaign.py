@@ -22,7 +22,7 @@ DEFAULT_CAMPAIGN_TIME = "about 7 minutes on a 2-core CPU machine"
 
 
 def register(sub) -> None:
-    from evaluators.tasks import SEARCH_SUITES
+    from optforge.evaluators.tasks import SEARCH_SUITES
 
     from ..config import default_config
 
@@ -72,14 +72,14 @@ def register(sub) -> None:
 def print_default_config(args) -> int:
     from importlib import resources
 
-    sys.stdout.write(resources.files("search").joinpath("default_campaign.toml")
+    sys.stdout.write(resources.files("optforge.search").joinpath("default_campaign.toml")
                      .read_text("utf-8"))
     return 0
 
 
 def _open_store(url, create=True):
-    from store import Store
-    from store.errors import StoreError
+    from optforge.store import Store
+    from optforge.store.errors import StoreError
     try:
         return Store(url, create=create)
     except StoreError as e:
@@ -87,7 +87,7 @@ def _open_store(url, create=True):
 
 
 def run(args) -> int:
-    from evaluators import SuiteError, get_suite
+    from optforge.evaluators import SuiteError, get_suite
 
     from ..engine import Campaign
 
@@ -103,7 +103,7 @@ def run(args) -> int:
     _check_seeds(config.seeds)
     name = config.name or f"campaign-{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     with _open_store(args.db) as store:
-        from store.errors import StoreError
+        from optforge.store.errors import StoreError
         try:
             campaign = Campaign.create(store, config, name)
         except StoreError as e:
@@ -113,7 +113,7 @@ def run(args) -> int:
 
 
 def resume(args) -> int:
-    from store.errors import NotFound, StoreError
+    from optforge.store.errors import NotFound, StoreError
 
     from ..engine import Campaign
 
@@ -149,7 +149,7 @@ def _ref(text: str):
 
 
 def _check_seeds(names) -> None:
-    import seeds
+    from optforge import seeds
     for name in names:
         if name.endswith(".rule"):
             if not os.path.exists(name):
@@ -183,11 +183,10 @@ def _drive(campaign, workers: int, args) -> int:
             bar.set_postfix_str(f"ETA {eta} | {best} | hits {c.hit_rate:.0%} | "
                                 f"trained {trained:.0%} of children | {c.phase}")
         campaign.progress = progress
+    from optforge.evaluators.scoring import EvaluationError
+    from optforge.store.engine import describe_db_error
+    from optforge.store.errors import StoreError
     from sqlalchemy.exc import DBAPIError
-
-    from evaluators.scoring import EvaluationError
-    from store.engine import describe_db_error
-    from store.errors import StoreError
     try:
         with _sigterm_as_ctrl_c():
             summary = campaign.run(workers=workers or None)
@@ -257,7 +256,7 @@ def _print_summary(campaign, summary, as_json: bool = False) -> None:
 
 def resume_command(campaign) -> str:
     """How to go on with `campaign`, naming its database unless it is the default one."""
-    from store.engine import resolve_url
+    from optforge.store.engine import resolve_url
 
     store = campaign.store
     db = "" if store.display_url == resolve_url(None) else f" --db '{store.display_url}'"

@@ -18,8 +18,7 @@ import json
 import os
 import sys
 
-import dsl
-import evaluators
+from optforge import dsl, evaluators
 
 from ..errors import UserError
 
@@ -61,7 +60,7 @@ def register(sub) -> None:
 
 def load_rule(spec: str) -> dsl.Program:
     """A rule file (if `spec` names an existing path or ends in .rule) or a seed name."""
-    import seeds  # loads the language (and torch): not at start-up
+    from optforge import seeds  # loads the language (and torch): not at start-up
 
     if os.path.exists(spec) or spec.endswith(".rule") or os.sep in spec:
         program = dsl.load(spec)  # RuleError (positioned) for a bad or missing file

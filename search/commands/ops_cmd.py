@@ -18,7 +18,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the op table imports torch: loaded when `ops` runs, not at start-up
-    from dsl.ops import Op
+    from optforge.dsl.ops import Op
 
 _ARITY_NAMES = {1: "unary", 2: "binary", 3: "ternary"}
 _NOTES = ("Reductions and matrix ops return a value of their input's shape (broadcast back).",
@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 def argument_kind(op: Op) -> str:
     """What each argument of `op` may be: "tensor", or "tensor or scalar"."""
-    from dsl.ops import OpKind
+    from optforge.dsl.ops import OpKind
 
     return "tensor" if op.kind is OpKind.MATRIX else "tensor or scalar"
 
@@ -70,7 +70,7 @@ def op_record(op: Op) -> dict:
 
 def ops_table() -> str:
     """The text `optforge ops` prints (README's op table is a copy of it)."""
-    from dsl.ops import OPS
+    from optforge.dsl.ops import OPS
 
     header = ("OP", "SIGNATURE", "ARITY", "KIND", "MEANING")
     rows = [(op.name, signature(op), str(op.arity), kind_text(op), op.doc)
@@ -82,7 +82,7 @@ def ops_table() -> str:
 
 
 def run_ops(args) -> int:
-    from dsl.ops import OPS
+    from optforge.dsl.ops import OPS
 
     if args.json:
         json.dump([op_record(op) for op in OPS.values()], sys.stdout, indent=2,

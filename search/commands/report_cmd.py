@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from store import ENV_VAR, CampaignRecord, NotFound, Store, StoreError
+from optforge.store import ENV_VAR, CampaignRecord, NotFound, Store, StoreError
 
 from ..errors import UserError
 from ..files import write_text_atomically

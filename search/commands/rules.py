@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-import dsl
+from optforge import dsl
 
 from ..errors import UserError
 
@@ -42,7 +42,7 @@ def run_check(args) -> int:
 
 
 def run_simplify(args) -> int:
-    from dsl.simplifier import simplify_bounded
+    from optforge.dsl.simplifier import simplify_bounded
 
     rules = dsl.load_rules(args.file)
     if len(rules) != 1:

@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..files import write_text_atomically
 
 if TYPE_CHECKING:
-    import dsl
+    from optforge import dsl
 
 
 def register(sub) -> None:
@@ -57,8 +57,7 @@ def register(sub) -> None:
 # ---- seeds ----------------------------------------------------------------------------------
 
 def seed_record(name: str) -> dict:
-    import dsl
-    import seeds
+    from optforge import dsl, seeds
 
     info = seeds.seed_info(name)
     p = info.program
@@ -76,7 +75,7 @@ def seed_record(name: str) -> dict:
 
 
 def run_seeds(args) -> int:
-    import seeds
+    from optforge import seeds
 
     records = [seed_record(name) for name in seeds.seed_names()]
     if args.json:
@@ -113,8 +112,7 @@ def resolve_rule(arg: str, db: str | None = None) -> ResolvedRule:
     """A rule file (if `arg` names an existing file), else a seed, else a stored program (an
     id or a hash prefix). Raises `UserError` for anything else, and `dsl.RuleError` for a
     file that does not parse."""
-    import dsl
-    import seeds
+    from optforge import dsl, seeds
 
     if os.path.isdir(arg):
         raise UserError(f"{arg} is a directory; give a rule file or a seed name")
@@ -141,10 +139,10 @@ def resolve_rule(arg: str, db: str | None = None) -> ResolvedRule:
 
 
 def _stored_rule(text: str, db: str | None) -> ResolvedRule:
-    import dsl
-    import seeds
-    from store import Store
-    from store.errors import StoreError
+    from optforge.store import Store
+    from optforge.store.errors import StoreError
+
+    from optforge import dsl, seeds
     try:
         with Store(db, create=False) as store:
             record = store.find_program(text)
@@ -179,7 +177,7 @@ def decisive_lr(evaluations: list[Any]) -> tuple[float, str] | None:
     stage 2 if it has one, else stage 1 (the latest campaign's, when several evaluated it).
     Held-out validation (stage 3) also tunes a rate, on other tasks; it is never the default
     (it is never selected on) but is named beside it when the same campaign has one."""
-    from search.stages import STAGE1, STAGE2, STAGE_VALIDATION
+    from optforge.search.stages import STAGE1, STAGE2, STAGE_VALIDATION
 
     for stage in (STAGE2, STAGE1):
         found = [e for e in evaluations if e.stage == stage and _usable_rate(e)]
@@ -203,7 +201,7 @@ def decisive_lr(evaluations: list[Any]) -> tuple[float, str] | None:
 def export_rule(resolved: ResolvedRule, out: str, class_name: str | None, force: bool) -> str:
     """Write the exported module to `out` (atomically); returns the class name. Writes
     nothing when the rule fails the checker (`dsl.RuleError`) or a name is unusable."""
-    from dsl.export import ExportError, default_class_name, export_module
+    from optforge.dsl.export import ExportError, default_class_name, export_module
 
     if os.path.isdir(out):
         raise UserError(f"--out {out} is a directory; give a file name such as my_optim.py")
@@ -226,7 +224,7 @@ def export_rule(resolved: ResolvedRule, out: str, class_name: str | None, force:
 
 
 def run_export(args) -> int:
-    import dsl
+    from optforge import dsl
 
     resolved = resolve_rule(args.rule, args.db)
     if args.lr is not None:
@@ -242,8 +240,8 @@ def run_export(args) -> int:
           f"statements), from {resolved.provenance}")
     if resolved.lr_note:
         print(resolved.lr_note)
-    from dsl.export import RESERVED_HYPERPARAMETER_NAMES
-    from dsl.roles import export_names
+    from optforge.dsl.export import RESERVED_HYPERPARAMETER_NAMES
+    from optforge.dsl.roles import export_names
 
     names = export_names(p, RESERVED_HYPERPARAMETER_NAMES)
     for old, new in names.renamed.items():

@@ -26,9 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy.exc import DBAPIError
-
-from store import (
+from optforge.store import (
     ENV_VAR,
     LINEAGE_FORMATS,
     EvaluationRecord,
@@ -37,7 +35,8 @@ from store import (
     StoreError,
     write_lineage,
 )
-from store.engine import describe_location, store_error
+from optforge.store.engine import describe_location, store_error
+from sqlalchemy.exc import DBAPIError
 
 from .. import campaign_view as view
 from ..errors import UserError
@@ -273,8 +272,9 @@ def run_top(args: argparse.Namespace) -> int:
 
 def _derived_forms(source: str) -> tuple[str | None, str | None, str | None]:
     """(simplified source, LaTeX, why they are missing) computed by the language."""
-    import dsl
-    from dsl.simplifier import simplify_bounded
+    from optforge.dsl.simplifier import simplify_bounded
+
+    from optforge import dsl
 
     try:
         prog = dsl.parse(source, filename="<stored program>")

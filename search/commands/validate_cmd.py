@@ -29,7 +29,7 @@ _SHORT = {"lion": "Lion", "sgd_momentum": "SGD-m"}  # the table's comparator col
 
 
 def register(sub) -> None:
-    import evaluators
+    from optforge import evaluators
 
     p = sub.add_parser(
         "validate", help="score a rule on the held-out validation suite beside tuned AdamW, "
@@ -54,7 +54,7 @@ def register(sub) -> None:
 def resolve(arg: str, db: str | None):
     """``(program, where it came from)``: a rule file (positioned errors), else a seed, else
     a stored program; a `UserError` for anything else."""
-    import dsl
+    from optforge import dsl
 
     from .eval_cmd import load_rule
     from .seeds_export import resolve_rule
@@ -70,9 +70,8 @@ def run_validate(args) -> int:
     import time
 
     import torch
-
-    from evaluators import EvaluationError, SuiteError
-    from evaluators.validation import validate
+    from optforge.evaluators import EvaluationError, SuiteError
+    from optforge.evaluators.validation import validate
 
     program, source = resolve(args.rule, args.db)
 
@@ -152,7 +151,7 @@ def stored_validation(evaluation, rule: str) -> dict[str, Any]:
     `search.engine.Campaign`) in the JSON form of `ValidationReport.to_json`: the
     comparators' per-task results are in each task's metrics, their suite scores are the
     geometric means of those."""
-    from evaluators.scoring import geometric_mean
+    from optforge.evaluators.scoring import geometric_mean
 
     tasks: dict[str, Any] = {}
     per_comparator: dict[str, list[float]] = {}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from store import (
+from optforge.store import (
     CampaignRecord,
     Checkpoint,
     EvaluationRecord,
@@ -314,7 +314,7 @@ def find_winner(store: Store, campaign: CampaignRecord, evals: list[EvaluationRe
 
 def derived_forms(source: str) -> tuple[str | None, str | None, str | None]:
     """(simplified source, LaTeX of the simplified rule, why they are missing)."""
-    import dsl
+    from optforge import dsl
 
     try:
         simplified = dsl.simplify(dsl.parse(source, filename="<stored program>"))
@@ -365,7 +365,7 @@ def _without_doc(source: str) -> str:
     """The source as the printer writes it without its docstring: a seed's long docstring
     is not what its first mutation changed (the search's children carry none). The stored
     text itself when it does not parse."""
-    import dsl
+    from optforge import dsl
 
     try:
         return dsl.format_program(replace(dsl.parse(source, filename="<stored program>"),

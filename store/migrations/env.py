@@ -9,10 +9,9 @@ file or from ``$OPTFORGE_DB``.
 from __future__ import annotations
 
 from alembic import context
+from optforge.store.engine import resolve_url
+from optforge.store.models import Base
 from sqlalchemy import create_engine
-
-from store.engine import resolve_url
-from store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

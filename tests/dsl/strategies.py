@@ -17,9 +17,16 @@ import inspect
 import keyword
 
 from hypothesis import strategies as st
-
-from dsl.ir import INPUTS, SCALAR_INPUTS, Program, Stmt, is_temp, temp_name, validate
-from dsl.ops import OPS, OpKind
+from optforge.dsl.ir import (
+    INPUTS,
+    SCALAR_INPUTS,
+    Program,
+    Stmt,
+    is_temp,
+    temp_name,
+    validate,
+)
+from optforge.dsl.ops import OPS, OpKind
 
 ALL_OPS: tuple[str, ...] = tuple(OPS)
 ELEMENTWISE_OPS: tuple[str, ...] = tuple(n for n, op in OPS.items()

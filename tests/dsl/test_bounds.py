@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 import sympy
-
-import dsl
-from dsl import parser, simplifier
-from dsl.printer import Node
-from dsl.simplifier import (
+from optforge.dsl import parser, simplifier
+from optforge.dsl.printer import Node
+from optforge.dsl.simplifier import (
     MAX_EXPANDED_TERMS,
     MAX_POWER,
     algebra_bound,
     expanded_terms,
     simplify_bounded,
 )
-from search.cli import main
+from optforge.search.cli import main
+
+from optforge import dsl
 
 HUGE_CONSTANT = "def huge_constant(w, g, lr, t):\n    return lr * g * 10 ** 10 ** 10\n"
 HUGE_DEGREE = "def huge_degree(w, g, lr, t):\n    return lr * (g + 1) ** 100000\n"
@@ -134,7 +134,7 @@ def test_outside_the_main_thread_the_size_bounds_still_apply():
 
 def test_winner_ablations_end_on_a_huge_exponent():
     """What a campaign's winner goes through."""
-    from search.simplify_winner import ablations
+    from optforge.search.simplify_winner import ablations
 
     p = dsl.parse("def f(w, g, lr, t, m):\n    m = interp(g, m, 0.9)\n"
                   "    return lr * sign(m) * (g + 1) ** 100000, m\n")
@@ -156,7 +156,7 @@ def test_cli_simplify_prints_the_rule_unsimplified_with_a_note(source, tmp_path,
 
 
 def test_cli_show_of_a_stored_huge_rule(tmp_path, capsys):
-    from store import Store
+    from optforge.store import Store
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     with Store(url) as st:
@@ -235,7 +235,7 @@ def _limit_memory():
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
 def test_cli_check_dev_zero_is_a_one_line_error():
-    run = subprocess.run([sys.executable, "-m", "search", "check", "/dev/zero"],
+    run = subprocess.run([sys.executable, "-m", "optforge", "check", "/dev/zero"],
                          capture_output=True, text=True, check=False,
                          preexec_fn=_limit_memory)
     assert run.returncode == 1

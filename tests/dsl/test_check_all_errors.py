@@ -8,12 +8,11 @@ was dropped; `optforge check` prints all of it in source order, then the count.
 import random
 
 import pytest
+from optforge.dsl import RuleError
+from optforge.dsl import errors as dsl_errors
+from optforge.search.cli import main
 
-import dsl
-import seeds
-from dsl import RuleError
-from dsl import errors as dsl_errors
-from search.cli import main
+from optforge import dsl, seeds
 from tests.dsl.test_errors import CASES
 
 MESSY = '''"""A file with a mistake on almost every line."""

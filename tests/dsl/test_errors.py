@@ -1,9 +1,9 @@
 """Every bad input is data: the source, the expected message and its position."""
 
 import pytest
+from optforge.dsl import RuleError
 
-import dsl
-from dsl import RuleError
+from optforge import dsl
 
 HEAD = "def f(w, g, lr, t, m):\n"
 

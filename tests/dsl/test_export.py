@@ -27,11 +27,15 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from optforge.dsl import OPS, Program, Stmt
+from optforge.dsl.export import (
+    ExportError,
+    default_class_name,
+    export_module,
+    optimizer_class,
+)
 
-import dsl
-import seeds
-from dsl import OPS, Program, Stmt
-from dsl.export import (ExportError, default_class_name, export_module, optimizer_class)
+from optforge import dsl, seeds
 
 SHAPES = [(), (7,), (5, 8), (3, 4, 2)]
 STEPS = 8

@@ -19,10 +19,9 @@ from functools import cache
 
 import pytest
 import torch
+from optforge.dsl.export import optimizer_class
 
-import dsl
-import seeds
-from dsl.export import optimizer_class
+from optforge import dsl, seeds
 
 SHAPES = [(), (5,), (3, 4)]
 
@@ -62,7 +61,7 @@ def follow_interpreter(program, cls, lr=0.01, exported_hyper=None, rule_hyper=No
 # ---- roles: every seed keeps its conventional names --------------------------------------------
 
 def test_all_32_seeds_keep_their_conventional_names():
-    from dsl.roles import export_names, is_conventional, role_problem
+    from optforge.dsl.roles import export_names, is_conventional, role_problem
     names = seeds.seed_names()
     assert len(names) == 32
     conventional = 0
@@ -168,7 +167,7 @@ CASES = [  # (rule, hyperparameter, new name or None, words of the reason)
 @pytest.mark.parametrize("rule, old, new, why", CASES, ids=[c[0].split("(")[0][5:]
                                                              for c in CASES])
 def test_a_hyperparameter_that_changed_role_loses_its_torch_name(rule, old, new, why):
-    from dsl.roles import export_names
+    from optforge.dsl.roles import export_names
     program = dsl.parse(rule)
     names = export_names(program)
     assert names.renamed == {old: new} and why in names.reasons[old]
@@ -347,9 +346,8 @@ def test_programs_mutated_by_the_search_export_with_honest_names():
     survives in the constructor plays its role and accepts its default; the optimizer follows
     the interpreter (maximize included) and its state dict loads back."""
     import numpy as np
-
-    from dsl.roles import is_conventional, role_problem
-    from search.mutations import mutate
+    from optforge.dsl.roles import is_conventional, role_problem
+    from optforge.search.mutations import mutate
     rng = np.random.default_rng(13)
     renamed = 0
     for i in range(64):

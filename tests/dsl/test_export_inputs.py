@@ -14,10 +14,14 @@ import inspect
 import pytest
 import torch
 from hypothesis import example, given, settings
+from optforge.dsl.export import (
+    _MODULE_NAMES,
+    ExportError,
+    default_class_name,
+    export_module,
+)
 
-import dsl
-import seeds
-from dsl.export import _MODULE_NAMES, ExportError, default_class_name, export_module
+from optforge import dsl, seeds
 
 from .strategies import docstrings
 from .test_export import assert_trajectories_close, module_of, run_free
@@ -166,7 +170,7 @@ def test_default_class_names_are_always_usable(rule, expected):
 def test_hyperparameters_named_like_private_attributes_are_keywords_of_the_optimizer():
     """Inside a class body Python turns an argument `__beta` into `_Opt__beta`; the exported
     constructor still takes `__beta=...`, and every path agrees with the interpreter."""
-    from dsl.export import optimizer_class
+    from optforge.dsl.export import optimizer_class
     cls = optimizer_class(MANGLED, "Opt")
     assert list(inspect.signature(cls).parameters)[:4] == ["params", "lr", "__beta", "__c__"]
     p = torch.nn.Parameter(torch.ones(2))

@@ -9,12 +9,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from optforge.dsl.ir import Program, Stmt
+from optforge.dsl.kernel import Kernel, compile_kernel, kernel_source
+from optforge.dsl.ops import OPS, OpKind
 
-import dsl
-import seeds
-from dsl.ir import Program, Stmt
-from dsl.kernel import Kernel, compile_kernel, kernel_source
-from dsl.ops import OPS, OpKind
+from optforge import dsl, seeds
 
 from .strategies import ALL_OPS, MATRIX_OPS, REDUCTION_OPS, programs
 

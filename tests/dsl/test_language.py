@@ -4,11 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from optforge.dsl.checker import live_states
+from optforge.dsl.ir import Stmt, validate
 
-import dsl
-import seeds
-from dsl.checker import live_states
-from dsl.ir import Stmt, validate
+from optforge import dsl, seeds
 
 LION = '''def lion(w, g, lr, t, m, beta1=0.9, beta2=0.99, weight_decay=0.0):
     """Lion (Chen et al., 2023)."""

@@ -5,8 +5,7 @@ import math
 import pytest
 import sympy
 import torch
-
-from dsl.ops import OPS, OpKind, matrix_view, newton_schulz
+from optforge.dsl.ops import OPS, OpKind, matrix_view, newton_schulz
 
 
 @pytest.mark.parametrize("name", sorted(OPS))

@@ -19,10 +19,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+from optforge.dsl.ir import INPUTS, Program, Stmt, is_temp, validate
+from optforge.dsl.kernel import compile_kernel
 
-import dsl
-from dsl.ir import INPUTS, Program, Stmt, is_temp, validate
-from dsl.kernel import compile_kernel
+from optforge import dsl
 
 from .strategies import (
     ALL_OPS,

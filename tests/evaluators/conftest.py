@@ -4,8 +4,7 @@ temporary cache."""
 from __future__ import annotations
 
 import pytest
-
-from evaluators import ensure_baselines, get_suite
+from optforge.evaluators import ensure_baselines, get_suite
 
 from .helpers import torch_threads
 

@@ -10,9 +10,9 @@ import signal
 import time
 
 import torch
+from optforge.evaluators.jobs import Job, run_job
 
-import dsl
-from evaluators.jobs import Job, run_job
+from optforge import dsl
 
 NAN_RULE = "def nan_rule(w, g, lr, t):\n    return lr * g * sqrt(-1.0)\n"
 EXPLODING_RULE = "def exploding(w, g, lr, t):\n    return g * 1e30\n"

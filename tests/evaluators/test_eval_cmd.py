@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from search import cli
+from optforge.search import cli
 
 from .helpers import torch_threads
 
@@ -16,9 +15,9 @@ from .helpers import torch_threads
 def optforge(monkeypatch, cache, capsys):
     """Run `optforge ARGS...` in this process; returns (exit status, stdout, stderr)."""
     monkeypatch.setenv("OPTFORGE_CACHE_DIR", str(cache))
-    if "search.commands.eval_cmd" not in cli.COMMAND_MODULES:
+    if "optforge.search.commands.eval_cmd" not in cli.COMMAND_MODULES:
         monkeypatch.setattr(cli, "COMMAND_MODULES",
-                            cli.COMMAND_MODULES + ("search.commands.eval_cmd",))
+                            cli.COMMAND_MODULES + ("optforge.search.commands.eval_cmd",))
 
     def run(*argv):
         try:

@@ -4,12 +4,17 @@ and failure as data."""
 from __future__ import annotations
 
 import pytest
+from optforge.evaluators import (
+    SCORE_FLOOR,
+    Status,
+    baseline_programs,
+    ensure_baselines,
+    evaluate,
+)
+from optforge.evaluators.scoring import cache_dir
+from optforge.evaluators.tasks import Suite
 
-import dsl
-import seeds
-from evaluators import SCORE_FLOOR, Status, baseline_programs, ensure_baselines, evaluate
-from evaluators.scoring import cache_dir
-from evaluators.tasks import Suite
+from optforge import dsl, seeds
 
 from .helpers import EXPLODING_RULE, NAN_RULE, rule, same_floats, torch_threads
 
@@ -81,7 +86,7 @@ def test_baselines_are_cached_per_suite_version(tiny, tiny_baselines, cache, mon
     def no_training(job):
         raise AssertionError("baselines should have come from the cache")
 
-    monkeypatch.setattr("evaluators.evaluation.run_job", no_training)
+    monkeypatch.setattr("optforge.evaluators.evaluation.run_job", no_training)
     assert ensure_baselines(tiny, cache=cache) == tiny_baselines
     files = list((cache_dir(cache) / "baselines").glob(f"tiny-{tiny.version}.json"))
     assert len(files) == 1
@@ -105,7 +110,7 @@ def test_results_serialise_to_the_documented_json(tiny, tiny_baselines):
 def test_baselines_get_a_generous_time_budget(tiny, tmp_path, monkeypatch):
     """A loaded machine must not time a baseline out (that would fail the whole suite):
     baseline jobs run with BASELINE_BUDGET_FACTOR times their task's budget."""
-    from evaluators import evaluation
+    from optforge.evaluators import evaluation
     seen = []
     real = evaluation._run_here
 

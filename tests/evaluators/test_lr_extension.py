@@ -7,13 +7,12 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from dsl.kernel import compile_kernel
-from evaluators import Status, TaskRun, train_replicas
-from evaluators.jobs import LR_EXTENSION_STEP, Job, extend_lr_grid, run_job
-from evaluators.scoring import improving_end, task_loss
-from evaluators.tasks import Task, lr_grid, rates_beyond
-from evaluators.trainer import merge_runs
+from optforge.dsl.kernel import compile_kernel
+from optforge.evaluators import Status, TaskRun, train_replicas
+from optforge.evaluators.jobs import LR_EXTENSION_STEP, Job, extend_lr_grid, run_job
+from optforge.evaluators.scoring import improving_end, task_loss
+from optforge.evaluators.tasks import Task, lr_grid, rates_beyond
+from optforge.evaluators.trainer import merge_runs
 
 from .helpers import rule, same_floats
 

@@ -11,7 +11,7 @@ import pytest
 SCRIPT = """
 import time
 from joblib.externals import loky
-from evaluators.jobs import init_worker
+from optforge.evaluators.jobs import init_worker
 ex = loky.ProcessPoolExecutor(max_workers=1, initializer=init_worker, initargs=("cpu", 1))
 print(ex.submit(__import__("os").getpid).result(), flush=True)
 time.sleep(600)

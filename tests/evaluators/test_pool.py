@@ -8,14 +8,24 @@ import pickle
 
 import pytest
 import torch
+from optforge.evaluators import (
+    EvaluatorPool,
+    Job,
+    SlotSpec,
+    Status,
+    Suite,
+    ensure_baselines,
+    evaluate,
+    evaluate_many,
+    evaluate_on_suites,
+    plan_slots,
+)
+from optforge.evaluators import jobs as jobs_module
+from optforge.evaluators.jobs import error_run, init_worker, worker_device
+from optforge.evaluators.scoring import SCORE_FLOOR
+from optforge.evaluators.trainer import TaskRun
 
-import seeds
-from evaluators import (EvaluatorPool, Job, SlotSpec, Status, Suite, ensure_baselines,
-                        evaluate, evaluate_many, evaluate_on_suites, plan_slots)
-from evaluators import jobs as jobs_module
-from evaluators.jobs import error_run, init_worker, worker_device
-from evaluators.scoring import SCORE_FLOOR
-from evaluators.trainer import TaskRun
+from optforge import seeds
 
 from .helpers import faulty_runner, renamed, torch_threads
 
@@ -100,7 +110,7 @@ def test_a_dying_or_hung_worker_costs_only_its_candidate(pool, suite, cache):
 
 
 def test_uncompilable_candidates_never_reach_a_worker(pool, suite, cache):
-    import dsl
+    from optforge import dsl
 
     broken = dsl.Program("broken", (), (), (dsl.Stmt("_1", "mul", ("g", "ghost")),), ("_1",))
     results = list(evaluate_many([broken], suite, pool=pool, cache=cache))

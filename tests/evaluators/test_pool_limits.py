@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import logging
 
-import seeds
-from evaluators import pool as pool_module
-from evaluators.jobs import Job
-from evaluators.pool import (
+from optforge.evaluators import pool as pool_module
+from optforge.evaluators.jobs import Job
+from optforge.evaluators.pool import (
     WORKER_MEMORY_BYTES,
     EvaluatorPool,
     SlotSpec,
@@ -17,6 +16,8 @@ from evaluators.pool import (
     plan_slots,
     worker_limit,
 )
+
+from optforge import seeds
 
 
 def name_runner(job: Job) -> str:
@@ -44,7 +45,7 @@ def test_workers_start_only_when_jobs_come(tiny):
 
 
 def test_a_pool_is_capped_by_the_cores(machine, caplog):
-    with caplog.at_level(logging.WARNING, logger="evaluators.pool"):
+    with caplog.at_level(logging.WARNING, logger="optforge.evaluators.pool"):
         assert EvaluatorPool(1000, runner=name_runner).size == 2
     assert "workers 1000 exceeds the 2 cores of this machine; starting at most 2" in \
         caplog.text
@@ -56,7 +57,7 @@ def test_a_pool_is_capped_by_the_cores(machine, caplog):
 def test_a_pool_is_capped_by_the_memory(machine, caplog):
     machine.update(cores=64, memory=3 * WORKER_MEMORY_BYTES + WORKER_MEMORY_BYTES // 2)
     assert EvaluatorPool(None).size == 3
-    with caplog.at_level(logging.WARNING, logger="evaluators.pool"):
+    with caplog.at_level(logging.WARNING, logger="optforge.evaluators.pool"):
         assert EvaluatorPool(6).size == 3
     assert f"workers 6 needs about {6 * WORKER_MEMORY_BYTES / 2**30:.1f} GB of memory" \
         in caplog.text

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from evaluators.data import STDLIB_VAL_FILES, VOCAB_SIZE, encode_text, load_source
-from evaluators.models import build_problem
-from evaluators.tasks import get_suite
-from evaluators.trainer import stream_seed
+from optforge.evaluators.data import (
+    STDLIB_VAL_FILES,
+    VOCAB_SIZE,
+    encode_text,
+    load_source,
+)
+from optforge.evaluators.models import build_problem
+from optforge.evaluators.tasks import get_suite
+from optforge.evaluators.trainer import stream_seed
 
 
 @pytest.mark.parametrize("source, n_features", [("breast_cancer", 30), ("digits", 64)])

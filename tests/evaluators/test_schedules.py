@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
+from optforge.dsl.kernel import compile_kernel
+from optforge.evaluators.models import Problem
+from optforge.evaluators.schedules import CONSTANT, WARMUP_COSINE, Schedule
+from optforge.evaluators.tasks import Task, get_suite
+from optforge.evaluators.trainer import train_replicas
 
-import dsl
-from dsl.kernel import compile_kernel
-from evaluators.models import Problem
-from evaluators.schedules import CONSTANT, WARMUP_COSINE, Schedule
-from evaluators.tasks import Task, get_suite
-from evaluators.trainer import train_replicas
+from optforge import dsl
 
 
 def test_warmup_rises_linearly_then_cosine_decays_towards_zero():

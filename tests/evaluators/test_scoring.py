@@ -7,11 +7,19 @@ import json
 import math
 
 import pytest
-
-from evaluators.scoring import (SCORE_CEIL, SCORE_FLOOR, Baseline, candidate_status,
-                                load_baselines, run_status, save_baselines, score_task,
-                                suite_score, task_loss)
-from evaluators.trainer import TaskRun
+from optforge.evaluators.scoring import (
+    SCORE_CEIL,
+    SCORE_FLOOR,
+    Baseline,
+    candidate_status,
+    load_baselines,
+    run_status,
+    save_baselines,
+    score_task,
+    suite_score,
+    task_loss,
+)
+from optforge.evaluators.trainer import TaskRun
 
 NAN = float("nan")
 BASE = Baseline("t", sgd_loss=1.0, sgd_lr=0.1, adamw_loss=math.exp(-1), adamw_lr=0.01)

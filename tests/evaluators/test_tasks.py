@@ -5,9 +5,8 @@ from __future__ import annotations
 import pickle
 
 import pytest
-
-from evaluators import SUITES, SuiteError, Task, get_suite
-from evaluators.tasks import SEARCH_SUITES, Suite, lr_grid
+from optforge.evaluators import SUITES, SuiteError, Task, get_suite
+from optforge.evaluators.tasks import SEARCH_SUITES, Suite, lr_grid
 
 TASKS = {"quadratic", "rosenbrock", "logreg_cancer", "mlp_digits", "cnn_digits", "char_lm",
          "teacher_student"}

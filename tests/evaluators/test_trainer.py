@@ -8,11 +8,10 @@ import itertools
 import math
 
 import pytest
+from optforge.dsl.kernel import compile_kernel
+from optforge.evaluators import Status, train_replicas, train_task
 
-import dsl
-import seeds
-from dsl.kernel import compile_kernel
-from evaluators import Status, train_replicas, train_task
+from optforge import dsl, seeds
 
 from .helpers import EXPLODING_RULE, NAN_RULE, rule, same_floats
 

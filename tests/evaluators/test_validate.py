@@ -8,14 +8,18 @@ import json
 import math
 
 import pytest
+from optforge.evaluators import evaluate
+from optforge.evaluators import validation as validation
+from optforge.evaluators.scoring import SCORE_FLOOR, Baseline
+from optforge.evaluators.trainer import TaskRun
+from optforge.evaluators.validation import (
+    COMPARATORS,
+    comparator_programs,
+    seed_scores,
+    validate,
+)
 
-import dsl
-import evaluators.validation as validation
-import seeds
-from evaluators import evaluate
-from evaluators.scoring import SCORE_FLOOR, Baseline
-from evaluators.trainer import TaskRun
-from evaluators.validation import COMPARATORS, comparator_programs, seed_scores, validate
+from optforge import dsl, seeds
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,17 +9,23 @@ import sys
 
 import pytest
 import torch
+from optforge.dsl.kernel import compile_kernel
+from optforge.evaluators.data import (
+    DataError,
+    adding_problem_arrays,
+    friedman1_arrays,
+    image_patch_arrays,
+    load_source,
+    low_rank_matrix_arrays,
+    pydoc_corpus,
+)
+from optforge.evaluators.models import CharTransformer, TransformerLM, build_problem
+from optforge.evaluators.scoring import ADAMW_RULE
+from optforge.evaluators.tasks import SUITES, Suite, get_suite, lr_grid
+from optforge.evaluators.trainer import train_replicas
+from optforge.evaluators.validation_tasks import VALIDATION_TASKS
 
-import dsl
-from dsl.kernel import compile_kernel
-from evaluators.data import (DataError, adding_problem_arrays, friedman1_arrays,
-                             image_patch_arrays, load_source, low_rank_matrix_arrays,
-                             pydoc_corpus)
-from evaluators.models import CharTransformer, TransformerLM, build_problem
-from evaluators.scoring import ADAMW_RULE
-from evaluators.tasks import SUITES, Suite, get_suite, lr_grid
-from evaluators.trainer import train_replicas
-from evaluators.validation_tasks import VALIDATION_TASKS
+from optforge import dsl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

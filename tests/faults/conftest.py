@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from search.config import load_config
-from search.engine import Campaign
-from store import Store
-from store.errors import StoreError
+from optforge.search.config import load_config
+from optforge.search.engine import Campaign
+from optforge.store import Store
+from optforge.store.errors import StoreError
 
 CONFIG_TOML = ('seeds = ["sgd_momentum"]\nseed = 5\nbudget = 7\n'
                '[evolution]\npopulation = 4\ntournament = 2\nrestart_after = 50\n'
@@ -39,7 +38,7 @@ def config_file(directory: Path) -> Path:
 def optforge(*args: str, **popen) -> subprocess.Popen:
     """Start `optforge ARGS...` as a user would (a fresh interpreter, this checkout)."""
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    return subprocess.Popen([sys.executable, "-m", "search", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "optforge", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **popen)
 

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from store import DatabaseBusy, Store
+from optforge.store import DatabaseBusy, Store
 
 from .conftest import (
     assert_nothing_doubled,

@@ -4,10 +4,12 @@ how to resume, and the campaign stays resumable."""
 
 from __future__ import annotations
 
-import search.engine
-from evaluators.scoring import EvaluationError
-from search.cli import main
-from store import Store
+import optforge.search.engine
+from optforge.evaluators.scoring import EvaluationError
+from optforge.search.cli import main
+from optforge.store import Store
+
+from optforge import search
 
 from .conftest import config_file
 

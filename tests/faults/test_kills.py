@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from search.cli import main
-from store import Store
+from optforge.search.cli import main
+from optforge.store import Store
 
 from .conftest import (
     assert_nothing_doubled,

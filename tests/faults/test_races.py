@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from store import Store
+from optforge.store import Store
 
 from .conftest import (
     assert_nothing_doubled,

@@ -9,13 +9,14 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
+import optforge.search.cli
 import pytest
+from optforge.evaluators import pool as pool_module
+from optforge.search.config import default_config, load_config
+from optforge.search.errors import UserError
+from optforge.store import Store
 
-import search.cli
-from evaluators import pool as pool_module
-from search.config import default_config, load_config
-from search.errors import UserError
-from store import Store
+from optforge import search
 
 # Were validation to let one of these through, the campaign would be over in seconds.
 CHEAP = ["--budget", "1", "--suite", "tiny", "--stage2", "tiny", "--no-validation",

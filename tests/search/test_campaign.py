@@ -6,16 +6,21 @@ import signal
 import subprocess
 import sys
 import time
-
 from dataclasses import replace
 
 import pytest
+from optforge.search.config import (
+    CampaignConfig,
+    Evolution,
+    Funnel,
+    Simplify,
+    Validation,
+)
+from optforge.search.engine import HURDLE_WINDOW, Campaign
+from optforge.store import Store
+from optforge.store.errors import StoreError
 
-import dsl
-from search.config import CampaignConfig, Evolution, Funnel, Simplify, Validation
-from search.engine import HURDLE_WINDOW, Campaign
-from store import Store
-from store.errors import StoreError
+from optforge import dsl
 
 CONFIG = CampaignConfig(
     seeds=("sgd_momentum",), seed=5, budget=7,
@@ -99,7 +104,7 @@ def signalled_cli_run(tmp_path, name: str, sig: int, workers: int = 1) -> tuple[
                    'stage2_max = 1\nscreen = "tiny"\nhurdle = 0.5\n'
                    '[simplify]\nenabled = false\n'
                    '[validation]\nsuite = "tiny"\n')  # CONFIG, as TOML
-    proc = subprocess.Popen([sys.executable, "-m", "search", "run", str(cfg), "--workers",
+    proc = subprocess.Popen([sys.executable, "-m", "optforge", "run", str(cfg), "--workers",
                              str(workers),
                              "--name", name, "--db", db, "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -175,7 +180,7 @@ def test_interrupted_campaign_stops_cleanly_and_resumes(reference, tmp_path):
 
 
 def test_cli_run_and_resume_report_user_errors(tmp_path, capsys):
-    from search.cli import main
+    from optforge.search.cli import main
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     assert main(["run", "--suite", "nonexistent", "--db", db, "--no-progress"]) == 1
     assert "funnel.stage1 is 'nonexistent'" in capsys.readouterr().err
@@ -190,7 +195,9 @@ POOLED = replace(CONFIG, budget=10, workers=2)
 def test_on_a_pool_the_screenings_run_on_the_pool_too(tmp_path, monkeypatch):
     """With workers, this process only breeds and decides: a screening trained here
     would fail the campaign. Everything else holds as in a serial run."""
-    import search.engine
+    import optforge.search.engine
+
+    from optforge import search
 
     def no_training_here(*args, **kwargs):
         raise AssertionError("a screening was trained in the campaign's process")
@@ -217,7 +224,7 @@ def test_a_twin_of_a_child_in_flight_is_not_trained_again(tmp_path, monkeypatch)
     """On a pool, a child whose twin is still being screened or trained is rejected: its
     twin's result is not in the caches yet, and training it again would spend budget on
     a known program."""
-    from search.mutations import MutationResult
+    from optforge.search.mutations import MutationResult
     with Store(f"sqlite:///{tmp_path / 'twin.db'}") as store:
         c = Campaign.create(store, POOLED, "twin")
         twin = dsl.parse("def twin(w, g, lr, t):\n    return lr * sign(g)\n")

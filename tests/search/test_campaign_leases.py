@@ -7,13 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from optforge.search.cli import main
+from optforge.search.engine import Campaign
+from optforge.store import LeaseHeld, LeaseLost, Store
+from optforge.store import models as m
 from sqlalchemy import update
 from sqlalchemy.orm import Session
-
-from search.cli import main
-from search.engine import Campaign
-from store import LeaseHeld, LeaseLost, Store
-from store import models as m
 
 from .test_campaign import CONFIG, history
 

@@ -7,15 +7,22 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import optforge.search.engine
 import pytest
 import torch
+from optforge.search.cli import main
+from optforge.search.config import (
+    CampaignConfig,
+    Evolution,
+    Funnel,
+    Simplify,
+    Validation,
+)
+from optforge.search.engine import Campaign
+from optforge.search.stages import STAGE1, STAGE2, STAGE_VALIDATION
+from optforge.store import Store
 
-import search.engine
-from search.cli import main
-from search.config import CampaignConfig, Evolution, Funnel, Simplify, Validation
-from search.engine import Campaign
-from search.stages import STAGE1, STAGE2, STAGE_VALIDATION
-from store import Store
+from optforge import search
 
 CONFIG = CampaignConfig(
     seeds=("sgd_momentum",), seed=5, budget=7,
@@ -143,7 +150,7 @@ def test_the_winner_is_chosen_on_stage_2_whatever_validation_says(tmp_path, monk
         assert stored == {best: 0.25, second: 4.0}
         assert summary["winner"] == best == c.finalists(1)[0].program.id
         assert [v["program"] for v in summary["validation"]] == [best, second]
-        from search.commands.campaign import _print_summary
+        from optforge.search.commands.campaign import _print_summary
         _print_summary(c, summary)
     out = capsys.readouterr().out
     best_line = out.splitlines()[out.splitlines().index("best on tiny (stage 2):") + 1]

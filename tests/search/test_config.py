@@ -1,9 +1,13 @@
 """Campaign configuration: the embedded default, TOML files, overrides and clear errors."""
 
 import pytest
-
-from search.config import CampaignConfig, config_from_dict, default_config, load_config
-from search.errors import UserError
+from optforge.search.config import (
+    CampaignConfig,
+    config_from_dict,
+    default_config,
+    load_config,
+)
+from optforge.search.errors import UserError
 
 
 def test_embedded_default_is_the_documented_one():

@@ -4,9 +4,8 @@ defaults, both from the one embedded configuration."""
 from __future__ import annotations
 
 import pytest
-
-from search.cli import main
-from search.config import default_config, load_config
+from optforge.search.cli import main
+from optforge.search.config import default_config, load_config
 
 
 def test_config_prints_the_default_campaign_annotated(tmp_path, capsys):

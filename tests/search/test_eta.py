@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
-from search.config import CampaignConfig, Funnel, Simplify, Validation
-from search.engine import Campaign, Counters
-from search.eta import RELATIVE_COST, evaluation_cost, remaining_seconds
-from store import Store
+from optforge.search.config import CampaignConfig, Funnel, Simplify, Validation
+from optforge.search.engine import Campaign, Counters
+from optforge.search.eta import RELATIVE_COST, evaluation_cost, remaining_seconds
+from optforge.store import Store
 
 from .test_campaign import CONFIG
 

@@ -4,10 +4,15 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from optforge.search.mutations import (
+    DEFAULT_WEIGHTS,
+    MUTATIONS,
+    Limits,
+    bypass_statement,
+    mutate,
+)
 
-import dsl
-import seeds
-from search.mutations import DEFAULT_WEIGHTS, MUTATIONS, Limits, bypass_statement, mutate
+from optforge import dsl, seeds
 
 
 def test_registry_and_default_weights_name_the_same_mutations():

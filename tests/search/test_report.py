@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from optforge.search import cli
+from optforge.search.engine import Campaign
+from optforge.store import ProgramData, Store, TaskResultRecord
 
-import dsl
-from search import cli
-from search.engine import Campaign
-from store import ProgramData, Store, TaskResultRecord
+from optforge import dsl
 
 from .test_campaign import CONFIG  # the tiny campaign: `tiny` everywhere, budget 7
 

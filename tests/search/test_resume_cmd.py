@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from search.cli import main
-from search.config import Validation
-from search.engine import Campaign
-from store import Store
+from optforge.search.cli import main
+from optforge.search.config import Validation
+from optforge.search.engine import Campaign
+from optforge.store import Store
 
 from .test_campaign import CONFIG
 

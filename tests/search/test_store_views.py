@@ -19,11 +19,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from optforge.search import campaign_view as view
+from optforge.search.cli import main
+from optforge.store import Store, TaskResultRecord
 
-import dsl
-from search import campaign_view as view
-from search.cli import main
-from store import Store, TaskResultRecord
+from optforge import dsl
 
 SEED = '''def seed(w, g, lr, t, m, beta=0.9):
     m = interp(g, m, beta)
@@ -267,11 +267,11 @@ def test_the_run_summary_and_the_listings_agree(campaign_run, capsys):
     out, _ = cli(capsys, "top", "--db", db, "-n", "1")
     assert rows(out)[0][1] == str(best["program"])
     with Store(db, create=False) as st:
-        from search.engine import Campaign
+        from optforge.search.engine import Campaign
         c = Campaign.resume(st, "real")
         assert [r.program.id for r in view.finalists(st, c.id, 3)] == \
             [r.program.id for r in c.finalists(3)]
-        from search.commands.campaign import _print_summary
+        from optforge.search.commands.campaign import _print_summary
         with contextlib.redirect_stdout(io.StringIO()) as printed:
             _print_summary(c, c.summary("finished"), as_json=True)
     data = json.loads(printed.getvalue())

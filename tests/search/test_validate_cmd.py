@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
+from optforge.evaluators import get_suite
+from optforge.search import cli
+from optforge.store import Store
 
-import dsl
-from evaluators import get_suite
-from search import cli
-from store import Store
+from optforge import dsl
 
 TINY = get_suite("tiny")
 

@@ -7,12 +7,11 @@ import json
 
 import pytest
 import torch
+from optforge.search import cli as cli
 
-import dsl
-import search.cli as cli
-import seeds
+from optforge import dsl, seeds
 
-MODULE = "search.commands.seeds_export"
+MODULE = "optforge.search.commands.seeds_export"
 
 
 @pytest.fixture

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-import dsl
-import seeds
-from seeds import load_seed, rule_metadata, seed_info, seed_names, seed_source
-
+from optforge.seeds import load_seed, rule_metadata, seed_info, seed_names, seed_source
 from seed_references import BY_SEED
+
+from optforge import dsl, seeds
 
 # The optimizers the seeds issue asks for, by seed name.
 REQUIRED = {

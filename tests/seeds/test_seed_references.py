@@ -14,13 +14,20 @@ from functools import lru_cache
 
 import pytest
 import torch
+from optforge.dsl.export import optimizer_class
+from optforge.seeds import load_seed, seed_info
+from seed_references import (
+    BY_SEED,
+    REFERENCES,
+    Plain,
+    Reference,
+    muon_step,
+    problem,
+    remove_sqrt_guard,
+    run_optimizer,
+)
 
-import dsl
-from dsl.export import optimizer_class
-from seeds import load_seed, seed_info
-
-from seed_references import (BY_SEED, REFERENCES, Reference, muon_step, Plain, problem,
-                              remove_sqrt_guard, run_optimizer)
+from optforge import dsl
 
 STEPS = 60
 RTOL = 1e-10

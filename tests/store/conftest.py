@@ -14,10 +14,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from optforge.store import Store
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
-from store import Store
 
 PG_ENV = "OPTFORGE_TEST_PG_URL"
 BACKENDS = ["sqlite", "postgresql"]

@@ -17,9 +17,8 @@ from __future__ import annotations
 import sys
 import threading
 
+from optforge.store import Store
 from storetest_helpers import program, tasks
-
-from store import Store
 
 
 def crash_writer(url: str, campaign: str) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from store import ProgramData, TaskResultRecord
+from optforge.store import ProgramData, TaskResultRecord
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).resolve().parent / "store_worker.py"

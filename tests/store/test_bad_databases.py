@@ -18,13 +18,17 @@ import tempfile
 import traceback
 from pathlib import Path
 
+import optforge.search.cli
 import pytest
+from optforge.store import Store
+from optforge.store.errors import (
+    DatabaseDamaged,
+    NotAnOptforgeDatabase,
+    ReadOnlyDatabase,
+)
 from storetest_helpers import REPO
 
-import search.cli
-import seeds
-from store import Store
-from store.errors import DatabaseDamaged, NotAnOptforgeDatabase, ReadOnlyDatabase
+from optforge import search, seeds
 
 READERS = (["campaigns"], ["top"], ["show", "1"])
 # The cheapest campaign there is: were it to start, it would be over in seconds.
@@ -257,7 +261,8 @@ UNPRIVILEGED = 65534  # "nobody"
 
 _SCRIPT = """
 import contextlib, io, json, os, sys
-import search.cli
+import optforge.search.cli
+from optforge import search
 results = []
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()

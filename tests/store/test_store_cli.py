@@ -10,14 +10,14 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import optforge.search.cli
 import pytest
+from optforge.store import Store, TaskResultRecord
 from storetest_helpers import REPO, tasks
 
-import dsl
-import search.cli
-from store import Store, TaskResultRecord
+from optforge import dsl, search
 
-MODULE = "search.commands.store_cmds"
+MODULE = "optforge.search.commands.store_cmds"
 
 ADAMW = '''def adamw(w, g, lr, t, m, v, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
     """AdamW."""
@@ -303,7 +303,7 @@ def test_bad_url_via_cli(capsys):
 
 def test_real_process_prints_no_traceback(tmp_path: Path):
     """The installed entry point, run as a process: a missing database is one line."""
-    code = ("import sys, search.cli as c\n"
+    code = ("import sys\nimport optforge.search.cli as c\n"
             f"if {MODULE!r} not in c.COMMAND_MODULES: c.COMMAND_MODULES += ({MODULE!r},)\n"
             "sys.exit(c.main(sys.argv[1:]))")
     env = dict(os.environ, PYTHONPATH=str(REPO))

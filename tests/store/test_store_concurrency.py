@@ -4,9 +4,8 @@ open the database while it does not exist yet, so its schema is created under co
 
 from __future__ import annotations
 
+from optforge.store import Store
 from storetest_helpers import spawn_worker
-
-from store import Store
 
 WRITERS, PER_WRITER, SHARED = 4, 30, 20
 

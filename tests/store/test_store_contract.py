@@ -9,9 +9,7 @@ from datetime import timezone
 
 import networkx as nx
 import pytest
-from storetest_helpers import program, tasks
-
-from store import (
+from optforge.store import (
     AlreadyExists,
     CampaignRecord,
     EvaluationRecord,
@@ -22,6 +20,7 @@ from store import (
     Store,
     TaskResultRecord,
 )
+from storetest_helpers import program, tasks
 
 
 def test_campaign_roundtrip_and_status(store: Store):
@@ -358,7 +357,7 @@ def test_lineage_rejects_self_parent(store: Store):
 def test_real_dsl_programs(store: Store):
     """Programs from the language: hashes come from dsl, and the stored source parses back
     to the same program."""
-    dsl = pytest.importorskip("dsl")
+    dsl = pytest.importorskip("optforge.dsl")
     src = '''def lion(w, g, lr, t, m, beta1=0.9, beta2=0.99, weight_decay=0.0):
     """Lion (Chen et al., 2023)."""
     c = interp(g, m, beta1)

@@ -9,10 +9,9 @@ import signal
 import time
 
 import pytest
+from optforge.store import Store
 from sqlalchemy import create_engine
 from storetest_helpers import spawn_worker
-
-from store import Store
 
 ROUNDS = 5
 

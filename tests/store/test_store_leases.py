@@ -12,12 +12,11 @@ import time
 from datetime import timedelta
 
 import pytest
+from optforge.store import LeaseHeld, LeaseLost, Store
+from optforge.store import models as m
+from optforge.store.leases import HOST
 from sqlalchemy import update
 from sqlalchemy.orm import Session
-
-from store import LeaseHeld, LeaseLost, Store
-from store import models as m
-from store.leases import HOST
 
 
 def _rewrite_lease(store: Store, campaign: int, **values) -> None:
@@ -82,7 +81,7 @@ def test_a_holder_on_another_host_is_live_until_its_lease_expires(store: Store):
 
 def test_a_holder_killed_on_this_host_frees_the_lease_at_once(store: Store, db_url: str):
     c = store.create_campaign("killed", status="paused")
-    holder = ("import os, sys; from store import Store; "
+    holder = ("import os, sys; from optforge.store import Store; "
               "Store(sys.argv[1]).acquire_lease('killed', ttl=3600); os._exit(0)")
     subprocess.run([sys.executable, "-c", holder, db_url], check=True,
                    env=dict(os.environ, PYTHONPATH=os.getcwd()))

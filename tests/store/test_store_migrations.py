@@ -9,17 +9,16 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
-from storetest_helpers import program
-
-from store import (
+from optforge.store import (
     DatabaseNotFound,
     NotAnOptforgeDatabase,
     SchemaTooNew,
     Store,
 )
-from store.models import Base
-from store.schema import alembic_config, head_revision
+from optforge.store.models import Base
+from optforge.store.schema import alembic_config, head_revision
+from sqlalchemy import create_engine, inspect, text
+from storetest_helpers import program
 
 
 def test_migrations_build_exactly_the_models(store: Store, db_url: str):
@@ -98,7 +97,7 @@ def test_foreign_sqlite_databases_are_refused(tmp_path: Path):
     with pytest.raises(NotAnOptforgeDatabase, match="is a directory"):
         Store(f"sqlite:///{tmp_path}")
 def test_bad_urls_are_one_line_errors(tmp_path: Path):
-    from store import ConnectionFailed
+    from optforge.store import ConnectionFailed
 
     for url in ("nosuchdialect://x/y", "sqlite:///" + str(tmp_path / "no" / "dir" / "x.db"),
                 "postgresql+psycopg://nobody@127.0.0.1:1/none"):

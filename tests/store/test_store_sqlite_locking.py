@@ -8,9 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from optforge.store import DatabaseBusy, Store
 from storetest_helpers import program
-
-from store import DatabaseBusy, Store
 
 
 def _hold_write_lock(path: Path) -> sqlite3.Connection:
