@@ -13,16 +13,8 @@ from . import dsl, seeds
 
 def load_rule(spec: str | os.PathLike) -> dsl.Program:
     """A checked rule: from a rule file (a path, or a name ending in .rule) or a seed name
-    (`optforge.seeds.seed_names()`)."""
-    text = os.fspath(spec)
-    if os.path.exists(text) or text.endswith(".rule") or os.sep in text:
-        program = dsl.load(text)
-    elif text in seeds.seed_names():
-        program = seeds.load_seed(text)
-    else:
-        hint = dsl.did_you_mean(text, seeds.seed_names())
-        raise ValueError(f"no rule file or seed named {text!r}" + (f"; {hint}" if hint else ""))
-    return dsl.ensure_valid(program)
+    (`optforge.seeds.seed_names()`); `ValueError` for a name that is neither."""
+    return seeds.load_rule(spec)
 
 
 def evaluate(rule: dsl.Program | str, suite: str = "small", *, workers: int = 1):

@@ -23,6 +23,7 @@ layout exports with its own default learning rate too.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,8 +33,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the language loads torch: `seed_names` must not
     from optforge.dsl import Program
 
-__all__ = ["SeedInfo", "RuleMetadata", "seed_names", "load_seed", "seed_source", "seed_info",
-           "rule_metadata"]
+__all__ = ["SeedInfo", "RuleMetadata", "seed_names", "load_seed", "load_rule", "seed_source",
+           "seed_info", "rule_metadata"]
 
 _FIELD = re.compile(r"([a-z_]+):\s*(.+)\Z")
 _YEAR = re.compile(r"\b(19[5-9][0-9]|20[0-9][0-9])\b")
@@ -92,6 +93,27 @@ def load_seed(name: str) -> Program:
     from optforge.dsl import parse
 
     return parse(seed_source(name), f"seeds/{name}.rule")
+
+
+def load_rule(spec: str | os.PathLike) -> Program:
+    """A checked rule named by a user: a rule file (an existing path, or a name ending in
+    .rule or holding a path separator; `RuleError`, positioned, if it is bad or missing) or
+    a seed name (`ValueError` naming the closest seeds otherwise)."""
+    from optforge import dsl
+
+    text = os.fspath(spec)
+    if os.path.exists(text) or text.endswith(".rule") or os.sep in text:
+        program = dsl.load(text)
+    elif text in seed_names():
+        program = load_seed(text)
+    else:
+        hint = dsl.did_you_mean(text, seed_names())
+        if hint:
+            raise ValueError(f"no rule file or seed named {text!r}; {hint} "
+                             "(`optforge seeds` lists the seeds)")
+        raise ValueError(f"no rule file or seed named {text!r} "
+                         f"(seeds: {', '.join(seed_names())})")
+    return dsl.ensure_valid(program)
 
 
 def seed_info(name: str) -> SeedInfo:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from optforge import dsl, evaluators
@@ -59,21 +58,14 @@ def register(sub) -> None:
 
 
 def load_rule(spec: str) -> dsl.Program:
-    """A rule file (if `spec` names an existing path or ends in .rule) or a seed name."""
+    """A rule file or a seed name (`optforge.seeds.load_rule`); an unknown name is a
+    `UserError`, a bad file a positioned `RuleError`."""
     from optforge import seeds  # loads the language (and torch): not at start-up
 
-    if os.path.exists(spec) or spec.endswith(".rule") or os.sep in spec:
-        program = dsl.load(spec)  # RuleError (positioned) for a bad or missing file
-    elif spec in seeds.seed_names():
-        program = seeds.load_seed(spec)
-    else:
-        hint = dsl.did_you_mean(spec, seeds.seed_names())
-        if hint:
-            raise UserError(f"no rule file or seed named {spec!r}; {hint} "
-                            f"(`optforge seeds` lists the seeds)")
-        raise UserError(f"no rule file or seed named {spec!r} "
-                        f"(seeds: {', '.join(seeds.seed_names())})")
-    return dsl.ensure_valid(program)
+    try:
+        return seeds.load_rule(spec)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def run_eval(args) -> int:
