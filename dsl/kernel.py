@@ -36,20 +36,26 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .ir import INPUTS, Arg, Program, validate
-from .ops import OPS, OpKind
+from .ops import OPS, OpKind, op_for
 
 __all__ = ["Kernel", "compile_kernel", "kernel_source"]
 
-# Infix arithmetic is emitted inline; the expressions are the op table's own
-# implementations (see `dsl.ops`), so values agree bit for bit.
-_INLINE: dict[str, str] = {
-    "add": "({0} + {1})",
-    "sub": "({0} - {1})",
-    "mul": "({0} * {1})",
-    "div": "({0} / {1})",
-    "neg": "(-{0})",
-    "square": "({0} * {0})",
+# How each op is emitted, by its row of the op table: an elementwise op whose torch
+# expression is plain arithmetic (no call: `+`, `*`, prefix `-`) is written inline; every
+# other op calls its own implementation, `op_NAME(1, ...)`, in the kernel's namespace. Either
+# way the kernel runs the op table's own torch code, so values agree bit for bit.
+def _inline(expr: str | None) -> bool:
+    return expr is not None and "(" not in expr and "." not in expr
+
+
+# Ops whose torch expression reads a scalar function of one argument: when that argument is
+# a constant-class scalar (and the op's value is not), the function is hoisted to prepare().
+# op -> (the argument, the hoisted function of it, the expression over the hoisted value).
+# interp(x, y, a) = torch.lerp(y, x, 1 - a): `1 - a` once per step.
+_HOISTED_WEIGHT: dict[str, tuple[int, str, str]] = {
+    "interp": (2, "1 - {0}", "torch.lerp({1}, {0}, {weight})"),
 }
+
 
 # value classes, from the cheapest to compute to the dearest
 _CONST = 0  # constants, hyperparameters, t and what is computed from them only
@@ -74,6 +80,8 @@ def _ident(prefix: str, name: str) -> str:
 def _plan(p: Program, per_replica: frozenset[str] = frozenset()) -> _Plan:
     """The kernel's source. Hyperparameters named in `per_replica` take one value per
     replica (``[R]``, like `lr`) instead of one for all."""
+    for s in p.body:  # before validate(), so that the error names the kernel
+        op_for(s.op, "kernel")
     validate(p)
     hypers = [h for h, _ in p.hyperparams]
     names: dict[str, str] = {n: _ident("v_", n) for n in INPUTS}
@@ -102,21 +110,21 @@ def _plan(p: Program, per_replica: frozenset[str] = frozenset()) -> _Plan:
     hoisted: list[str] = ["v_t"]  # names computed in prepare() and read in apply()
     elementwise = True
     for i, s in enumerate(p.body):
-        op = OPS[s.op]
+        op = op_for(s.op, "kernel")
         args = [ref(a) for a in s.args]
         cls = max(c for _, c in args)
         exprs = [e for e, _ in args]
         target = _ident(f"s{i}_", s.target)
         if op.kind is not OpKind.ELEMENTWISE and cls == _TENSOR:
             elementwise = False
-        if s.op in _INLINE:
-            expr = _INLINE[s.op].format(*exprs)
-        elif s.op == "interp" and cls > _CONST and args[2][1] == _CONST:
-            # interp(x, y, a) = torch.lerp(y, x, 1 - a): hoist the scalar 1 - a
+        hoist = _HOISTED_WEIGHT.get(s.op)
+        if hoist is not None and cls > _CONST and args[hoist[0]][1] == _CONST:
             weight = f"w{i}"
-            scalar_lines.append(f"{weight} = 1 - {exprs[2]}")
+            scalar_lines.append(f"{weight} = {hoist[1].format(exprs[hoist[0]])}")
             hoisted.append(weight)
-            expr = f"torch.lerp({exprs[1]}, {exprs[0]}, {weight})"
+            expr = hoist[2].format(*exprs, weight=weight)
+        elif _inline(op.torch_expr):
+            expr = f"({op.torch_expr.format(*exprs)})"
         else:
             expr = f"op_{s.op}(1, {', '.join(exprs)})"
         line = f"{target} = {expr}  # {s.target} = {s.op}(" \

@@ -11,17 +11,51 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from string import Formatter
 
 from .ir import Program, is_temp
-from .ops import OPS
-from .printer import ADD, ATOM, MUL, POW, UNARY, Expr, Node, layout
+from .ops import SYNTAX, Infix, Prec, op_for
+from .printer import ATOM, Expr, Node, layout
 
 __all__ = ["to_latex", "latex_expr"]
 
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "kappa",
           "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega"}
 _SPECIAL = {"lr": "\\eta", "eps": "\\epsilon", "weight_decay": "\\lambda"}
-_PRECEDENCE = {"add": ADD, "sub": ADD, "mul": MUL, "neg": UNARY, "pow": POW}
+# Delimiters a template may enclose an argument in; an enclosed argument is printed bare.
+_OPENING = ("{", "(", "\\left", "\\lVert", "\\langle")
+_CLOSING = ("}", ")", "\\right", "\\rVert", "\\rangle")
+# A template that leaves an argument bare is an operator. With an infix symbol it binds as
+# the symbol does (`dsl.ops.SYNTAX`); without, it is a superscript (`{0}^{2}`: binds as a
+# power's base) or a prefix (`-{0}`: its operand binds tighter than a prefix minus, so that
+# no `--x` is printed).
+_SUPERSCRIPT = SYNTAX["**"]
+_PREFIX = Infix(Prec.UNARY, Prec.POW, Prec.POW)
+
+
+@lru_cache(maxsize=None)
+def _form(template: str, symbol: str | None) -> tuple[Prec, tuple[Prec | None, ...]]:
+    """How a LaTeX template binds: its precedence, and for each argument the loosest
+    precedence printed bare there (None: the template delimits it)."""
+    depth = 0
+    bare: dict[int, int] = {}  # argument -> the position of its first bare slot
+    parts = list(Formatter().parse(template))
+    for position, (text, field, _, _) in enumerate(parts):
+        depth += sum(text.count(o) for o in _OPENING) - sum(text.count(c) for c in _CLOSING)
+        if field is not None and depth <= 0:
+            bare.setdefault(int(field), position)
+    n = 1 + max(int(f) for _, f, _, _ in parts if f is not None)
+    if not bare:
+        return ATOM, (None,) * n
+    if symbol is not None:
+        infix = SYNTAX[symbol]
+    else:
+        infix = _SUPERSCRIPT if "^" in template else _PREFIX
+    first = min(bare.values())
+    sides = tuple(None if k not in bare else (infix.left if bare[k] == first else infix.right)
+                  for k in range(n))
+    return infix.precedence, sides
 
 
 def latex_name(name: str) -> str:
@@ -53,19 +87,12 @@ def _render(e: Expr) -> tuple[str, int]:
     if isinstance(e, float):
         text = _number(e)
         return text, UNARY if text.startswith("-") else ATOM
+    op = op_for(e.op, "LaTeX renderer")
     kids = [_render(c) for c in e.children]
-    mine = _PRECEDENCE.get(e.op, ATOM)
-    if e.op in ("add", "sub", "mul"):
-        (lt, lp), (rt, rp) = kids
-        args = (_paren(lt, lp < mine), _paren(rt, rp <= mine))
-    elif e.op == "pow":
-        (lt, lp), (rt, _) = kids
-        args = (_paren(lt, lp <= POW), rt)
-    elif e.op == "neg":
-        args = (_paren(kids[0][0], kids[0][1] <= UNARY),)
-    else:  # templates that delimit their arguments themselves
-        args = tuple(t for t, _ in kids)
-    return OPS[e.op].latex.format(*args), mine
+    mine, sides = _form(op.latex, op.symbol)
+    args = tuple(text if side is None else _paren(text, prec < side)
+                 for (text, prec), side in zip(kids, sides))
+    return op.latex.format(*args), mine
 
 
 def _paren(text: str, needed: bool) -> str:
@@ -85,5 +112,5 @@ def to_latex(p: Program) -> str:
         if e != s:
             rows.append(f"{latex_name(s)} &\\leftarrow {latex_expr(e)}")
     step, prec = _render(lay.returns[0])
-    rows.append(f"w &\\leftarrow w - {_paren(step, prec <= ADD)}")
+    rows.append(f"w &\\leftarrow w - {_paren(step, prec < SYNTAX['-'].right)}")
     return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"

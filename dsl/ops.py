@@ -1,9 +1,13 @@
 """The op table: the single source of truth for every operation of the language.
 
 Every pass reads this table: the parser (names and arities), the printer and the LaTeX
-renderer (symbols, templates), the checker (kinds), the interpreter and code generators
-(torch implementations), the simplifier (sympy forms) and the complexity measure (costs).
-`tests/dsl/test_ops.py` checks that every op is complete in every column.
+renderer (symbols, templates, `SYNTAX`), the checker (kinds), the interpreter and code
+generators (torch implementations), the simplifier (sympy forms, both ways) and the
+complexity measure (costs). Each backend is a table keyed by this one, and branches on an
+op's kind and columns, never on lists of op names: adding an elementwise op is one row here
+(plus its tests). `tests/dsl/test_ops.py` checks that every op is complete in every column;
+`tests/dsl/test_backend_completeness.py` that every backend knows every op, and that a
+backend meeting an op it does not know says so (`UnknownOpError`).
 
 Values and layouts
 ------------------
@@ -36,14 +40,14 @@ plain torch and exactly equal to the interpreter.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, IntEnum
 from typing import Callable
 
 import sympy
 import torch
 
-__all__ = ["Op", "OpKind", "OPS", "INFIX", "UNARY_MINUS", "newton_schulz", "matrix_view",
-           "fold_constant"]
+__all__ = ["Op", "OpKind", "OPS", "INFIX", "UNARY_MINUS", "Prec", "Infix", "SYNTAX",
+           "UnknownOpError", "op_for", "newton_schulz", "matrix_view", "fold_constant"]
 
 
 class OpKind(str, Enum):
@@ -58,7 +62,14 @@ class Op:
     `sympy_fn(*args)` gives its exact math; `latex` is a `str.format` template over the
     arguments' LaTeX; `cost` counts towards a program's complexity; `domain` documents the
     behaviour on the op's whole domain; `params` names the arguments and `doc` says in one
-    line what the op means (both for people: `optforge ops` lists them)."""
+    line what the op means (both for people: `optforge ops` lists them).
+
+    An elementwise op is written once, as `torch_expr`: a Python expression over `torch`, a
+    `str.format` template over its arguments' code (``"torch.atan({0})"``). Its `torch_fn`
+    is that expression, and code generators emit it as it stands, so they agree with the
+    interpreter bit for bit. Reductions and matrix ops have no such expression (their
+    `torch_fn` reshapes by `lead`); `definition` gives their math in LaTeX, as their
+    `sympy_fn` is an opaque function."""
 
     name: str
     arity: int
@@ -71,6 +82,59 @@ class Op:
     symbol: str | None = None  # infix operator in the surface syntax, if any
     params: tuple[str, ...] = ()  # argument names, `arity` of them
     doc: str = ""  # what it means, in one line
+    torch_expr: str | None = None  # elementwise ops: the torch code, over the arguments' code
+    definition: str = ""  # LaTeX math of an op whose sympy form is opaque
+
+
+class UnknownOpError(ValueError):
+    """A backend met an op it does not know: a broken program, or an op added to the table
+    that the backend cannot express. The message names both."""
+
+    def __init__(self, op: str, backend: str):
+        self.op, self.backend = op, backend
+        super().__init__(f"{backend}: unknown op {op!r} (not in dsl.ops.OPS, or the {backend} "
+                         f"cannot express it)")
+
+
+def op_for(name: str, backend: str) -> Op:
+    """The op called `name`, for `backend`; `UnknownOpError` naming both when there is none."""
+    op = OPS.get(name)
+    if op is None:
+        raise UnknownOpError(name, backend)
+    return op
+
+
+# ---- the surface syntax: one precedence table for the parser, the printer and LaTeX ---------
+
+class Prec(IntEnum):
+    """How tightly a written form binds (Python's grammar, which the parser reads): higher
+    binds tighter. A function call or a name is an ATOM."""
+
+    ADD = 1
+    MUL = 2
+    UNARY = 3  # prefix minus
+    POW = 4
+    ATOM = 5
+
+
+@dataclass(frozen=True)
+class Infix:
+    """An infix operator: its precedence, and the loosest operand each side takes without
+    parentheses (this encodes associativity: ``a - (b - c)`` needs them, ``(a - b) - c`` not;
+    ``**`` is right-associative and its exponent may be a prefix minus, ``x ** -y``)."""
+
+    precedence: Prec
+    left: Prec
+    right: Prec
+
+
+SYNTAX: dict[str, Infix] = {
+    "+": Infix(Prec.ADD, Prec.ADD, Prec.MUL),
+    "-": Infix(Prec.ADD, Prec.ADD, Prec.MUL),
+    "*": Infix(Prec.MUL, Prec.MUL, Prec.UNARY),
+    "/": Infix(Prec.MUL, Prec.MUL, Prec.UNARY),
+    "**": Infix(Prec.POW, Prec.ATOM, Prec.UNARY),
+}
 
 
 # ---- helpers shared by the torch implementations -------------------------------------------
@@ -143,112 +207,130 @@ def _col_mean(lead, x):
     return m.mean(dim=-2, keepdim=True).expand_as(m).reshape(x.shape)
 
 
-def _interp(lead, x, y, a):
-    # (1 - a) * x + a * y, computed as torch.optim does its moving averages
-    # (`m.lerp_(g, 1 - beta)`), so seeds and exports agree with torch bit for bit.
-    return torch.lerp(y, x, 1 - a)
-
-
 def _opaque(name: str) -> Callable[..., sympy.Expr]:
     f = sympy.Function(name)
     return lambda *args: f(*args)
 
 
-def _op(name, arity, kind, torch_fn, sympy_fn, latex, cost, domain, symbol=None, *,
-        params=(), doc="") -> Op:
-    return Op(name, arity, kind, torch_fn, sympy_fn, latex, cost, domain, symbol, params, doc)
+def _elementwise_fn(name: str, arity: int, expr: str) -> Callable[..., torch.Tensor]:
+    """`expr` (a template over the arguments' code) as a function ``(lead, *args)``. The
+    template is this table's own text, compiled once at import."""
+    params = [f"x{i}" for i in range(arity)]
+    source = f"lambda lead, {', '.join(params)}: {expr.format(*params)}"
+    return eval(compile(source, f"<op {name}>", "eval"), {"torch": torch})  # noqa: S307
+
+
+def _op(name, arity, kind, impl, sympy_fn, latex, cost, domain, symbol=None, *,
+        params=(), doc="", definition="") -> Op:
+    """A row of the table. `impl` is the torch expression template of an elementwise op
+    (see `Op`), or the function ``(lead, *args)`` of a reduction or matrix op."""
+    if isinstance(impl, str):
+        return Op(name, arity, kind, _elementwise_fn(name, arity, impl), sympy_fn, latex,
+                  cost, domain, symbol, params, doc, impl, definition)
+    return Op(name, arity, kind, impl, sympy_fn, latex, cost, domain, symbol, params, doc,
+              None, definition)
 
 
 E, R, M = OpKind.ELEMENTWISE, OpKind.REDUCTION, OpKind.MATRIX
 
 _TABLE: tuple[Op, ...] = (
     # arithmetic (infix in the surface syntax)
-    _op("add", 2, E, lambda l, x, y: x + y, lambda x, y: x + y, "{0} + {1}", 1,
+    _op("add", 2, E, "{0} + {1}", lambda x, y: x + y, "{0} + {1}", 1,
         "all reals; inf + -inf = nan", "+",
         params=("x", "y"), doc="sum"),
-    _op("sub", 2, E, lambda l, x, y: x - y, lambda x, y: x - y, "{0} - {1}", 1,
+    _op("sub", 2, E, "{0} - {1}", lambda x, y: x - y, "{0} - {1}", 1,
         "all reals; inf - inf = nan", "-",
         params=("x", "y"), doc="difference"),
-    _op("mul", 2, E, lambda l, x, y: x * y, lambda x, y: x * y, "{0} \\, {1}", 1,
+    _op("mul", 2, E, "{0} * {1}", lambda x, y: x * y, "{0} \\, {1}", 1,
         "all reals; 0 * inf = nan", "*",
         params=("x", "y"), doc="product"),
-    _op("div", 2, E, lambda l, x, y: x / y, lambda x, y: x / y, "\\frac{{{0}}}{{{1}}}", 1,
+    _op("div", 2, E, "{0} / {1}", lambda x, y: x / y, "\\frac{{{0}}}{{{1}}}", 1,
         "x / 0 = ±inf for x != 0, 0 / 0 = nan", "/",
         params=("x", "y"), doc="quotient"),
-    _op("pow", 2, E, lambda l, x, y: torch.pow(x, y), lambda x, y: x**y, "{0}^{{{1}}}", 2,
+    _op("pow", 2, E, "torch.pow({0}, {1})", lambda x, y: x**y, "{0}^{{{1}}}", 2,
         "torch.pow: a negative base with a non-integer exponent gives nan; 0 ** -1 = inf", "**",
         params=("x", "y"), doc="x to the power y"),
-    # unary elementwise
-    _op("neg", 1, E, lambda l, x: -x, lambda x: -x, "-{0}", 1, "all reals",
+    # unary elementwise (`{0}.abs()`, not `torch.abs({0})`: the form the interpreter always
+    # had; both are the same kernel)
+    _op("neg", 1, E, "-{0}", lambda x: -x, "-{0}", 1, "all reals",
         params=("x",), doc="negation, also written -x"),
-    _op("abs", 1, E, lambda l, x: x.abs(), sympy.Abs, "\\left|{0}\\right|", 1, "all reals",
+    _op("abs", 1, E, "{0}.abs()", sympy.Abs, "\\left|{0}\\right|", 1, "all reals",
         params=("x",), doc="absolute value"),
-    _op("sign", 1, E, lambda l, x: torch.sign(x), sympy.sign, "\\operatorname{{sign}}({0})", 1,
+    _op("sign", 1, E, "torch.sign({0})", sympy.sign, "\\operatorname{{sign}}({0})", 1,
         "-1, 0 or 1; sign(0) = 0, and sign(nan) = 0 (torch's sign: a nan makes no step)",
         params=("x",), doc="sign: -1, 0 or 1"),
-    _op("sqrt", 1, E, lambda l, x: torch.sqrt(x), sympy.sqrt, "\\sqrt{{{0}}}", 2,
+    _op("sqrt", 1, E, "torch.sqrt({0})", sympy.sqrt, "\\sqrt{{{0}}}", 2,
         "x >= 0; sqrt of a negative number is nan",
         params=("x",), doc="square root"),
-    _op("rsqrt", 1, E, lambda l, x: torch.rsqrt(x), lambda x: 1 / sympy.sqrt(x),
+    _op("rsqrt", 1, E, "torch.rsqrt({0})", lambda x: 1 / sympy.sqrt(x),
         "\\frac{{1}}{{\\sqrt{{{0}}}}}", 2, "x > 0; rsqrt(0) = inf, negative x gives nan",
         params=("x",), doc="reciprocal square root, 1 / sqrt(x)"),
-    _op("square", 1, E, lambda l, x: x * x, lambda x: x**2, "{0}^{{2}}", 1, "all reals",
+    _op("square", 1, E, "{0} * {0}", lambda x: x**2, "{0}^{{2}}", 1, "all reals",
         params=("x",), doc="x * x"),
-    _op("exp", 1, E, lambda l, x: torch.exp(x), sympy.exp, "e^{{{0}}}", 3,
+    _op("exp", 1, E, "torch.exp({0})", sympy.exp, "e^{{{0}}}", 3,
         "all reals; overflows to inf above about 709 (float64) or 88 (float32)",
         params=("x",), doc="exponential, e ** x"),
-    _op("log", 1, E, lambda l, x: torch.log(x), sympy.log, "\\log\\left({0}\\right)", 3,
+    _op("log", 1, E, "torch.log({0})", sympy.log, "\\log\\left({0}\\right)", 3,
         "x > 0; log(0) = -inf, negative x gives nan",
         params=("x",), doc="natural logarithm"),
-    _op("tanh", 1, E, lambda l, x: torch.tanh(x), sympy.tanh, "\\tanh\\left({0}\\right)", 3,
+    _op("tanh", 1, E, "torch.tanh({0})", sympy.tanh, "\\tanh\\left({0}\\right)", 3,
         "all reals",
         params=("x",), doc="hyperbolic tangent"),
-    _op("arctan", 1, E, lambda l, x: torch.atan(x), sympy.atan, "\\arctan\\left({0}\\right)", 3,
+    _op("arctan", 1, E, "torch.atan({0})", sympy.atan, "\\arctan\\left({0}\\right)", 3,
         "all reals",
         params=("x",), doc="arctangent"),
-    _op("clip", 3, E, lambda l, x, lo, hi: torch.minimum(torch.maximum(x, lo), hi),
+    _op("clip", 3, E, "torch.minimum(torch.maximum({0}, {1}), {2})",
         lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi),
         "\\operatorname{{clip}}({0}, {1}, {2})", 2,
         "min(max(x, lo), hi); when lo > hi the result is hi; nan in any argument gives nan",
         params=("x", "lo", "hi"), doc="x clipped to [lo, hi]"),
-    _op("min", 2, E, lambda l, x, y: torch.minimum(x, y), sympy.Min,
+    _op("min", 2, E, "torch.minimum({0}, {1})", sympy.Min,
         "\\min({0}, {1})", 1, "elementwise; nan in either argument gives nan",
         params=("x", "y"), doc="the smaller of x and y"),
-    _op("max", 2, E, lambda l, x, y: torch.maximum(x, y), sympy.Max,
+    _op("max", 2, E, "torch.maximum({0}, {1})", sympy.Max,
         "\\max({0}, {1})", 1, "elementwise; nan in either argument gives nan",
         params=("x", "y"), doc="the larger of x and y"),
-    _op("interp", 3, E, _interp, lambda x, y, a: (1 - a) * x + a * y,
+    # (1 - a) * x + a * y, computed as torch.optim does its moving averages
+    # (`m.lerp_(g, 1 - beta)`), so seeds and exports agree with torch bit for bit
+    _op("interp", 3, E, "torch.lerp({1}, {0}, 1 - {2})", lambda x, y, a: (1 - a) * x + a * y,
         "\\operatorname{{interp}}({0}, {1}, {2})", 2,
         "(1 - a) * x + a * y for all reals (a need not lie in [0, 1])",
         params=("x", "y", "a"), doc="(1 - a) * x + a * y: a moving average, decay a"),
     # per-tensor reductions, broadcast back to the input's shape
     _op("norm", 1, R, lambda l, x: _broadcast_reduction(l, x, _norm), _opaque("norm"),
         "\\lVert {0} \\rVert", 3, "L2 norm over the tensor; norm of a scalar is abs",
-        params=("x",), doc="L2 norm of the tensor"),
+        params=("x",), doc="L2 norm of the tensor",
+        definition=r"\sqrt{\textstyle\sum_i x_i^2}"),
     _op("rms", 1, R, lambda l, x: _broadcast_reduction(l, x, _rms), _opaque("rms"),
         "\\operatorname{{rms}}({0})", 3,
         "sqrt(mean(x ** 2)) over the tensor; rms of a scalar is abs",
-        params=("x",), doc="root mean square of the tensor"),
+        params=("x",), doc="root mean square of the tensor",
+        definition=r"\sqrt{\tfrac{1}{n} \textstyle\sum_i x_i^2}"),
     _op("mean", 1, R, lambda l, x: _broadcast_reduction(l, x, _mean), _opaque("mean"),
         "\\overline{{{0}}}", 3, "mean over the tensor; mean of a scalar is itself",
-        params=("x",), doc="mean of the tensor"),
+        params=("x",), doc="mean of the tensor",
+        definition=r"\tfrac{1}{n} \textstyle\sum_i x_i"),
     _op("dot", 2, R, lambda l, x, y: _broadcast_reduction(l, x * y, _sum), _opaque("dot"),
         "\\langle {0}, {1} \\rangle", 3, "sum(x * y) over the tensor",
-        params=("x", "y"), doc="inner product of two tensors, sum(x * y)"),
+        params=("x", "y"), doc="inner product of two tensors, sum(x * y)",
+        definition=r"\textstyle\sum_i x_i y_i"),
     # matrix ops on the matrix view (see module doc)
     _op("orth", 1, M, _orth, _opaque("orth"), "\\operatorname{{orth}}({0})", 8,
         "Newton–Schulz (5 quintic steps, Muon's coefficients) towards U V^T of the matrix "
         "view, after scaling by 1 / (norm + 1e-7); orth(0) = 0; a 1-D x gives about "
         "x / norm(x)",
-        params=("x",), doc="orthogonalised matrix U V^T, by Newton-Schulz (Muon)"),
+        params=("x",), doc="orthogonalised matrix U V^T, by Newton-Schulz (Muon)",
+        definition=r"U V^\top \text{ where } X = U \Sigma V^\top"),
     _op("row_mean", 1, M, _row_mean, _opaque("row_mean"),
         "\\operatorname{{rowmean}}({0})", 3,
         "mean of each row of the matrix view, broadcast along the row; identity on 1-D",
-        params=("x",), doc="mean of each row of the matrix view"),
+        params=("x",), doc="mean of each row of the matrix view",
+        definition=r"\tfrac{1}{c} \textstyle\sum_j X_{ij} \text{ in row } i"),
     _op("col_mean", 1, M, _col_mean, _opaque("col_mean"),
         "\\operatorname{{colmean}}({0})", 3,
         "mean of each column of the matrix view, broadcast down the column; mean on 1-D",
-        params=("x",), doc="mean of each column of the matrix view"),
+        params=("x",), doc="mean of each column of the matrix view",
+        definition=r"\tfrac{1}{r} \textstyle\sum_i X_{ij} \text{ in column } j"),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}

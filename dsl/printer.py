@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .ir import INPUTS, Arg, Program, is_temp
-from .ops import OPS
+from .ops import SYNTAX, UNARY_MINUS, Prec, op_for
 
 MAX_PRINT_DEPTH = 48  # deeper expressions are split into `_k = ...` lines (parser: 100)
 
-# Precedence of the printed forms (Python's): higher binds tighter.
-ADD, MUL, UNARY, POW, ATOM = 1, 2, 3, 4, 5
-_PRECEDENCE = {"add": ADD, "sub": ADD, "mul": MUL, "div": MUL, "neg": UNARY, "pow": POW}
+# Precedence of the printed forms: the op table's (Python's, see `dsl.ops.SYNTAX`).
+ADD, MUL, UNARY, POW, ATOM = Prec.ADD, Prec.MUL, Prec.UNARY, Prec.POW, Prec.ATOM
 
 
 @dataclass(frozen=True)
@@ -120,19 +119,18 @@ def _render(e: Expr) -> tuple[str, int]:
     if isinstance(e, float):
         text = _number(e)
         return text, UNARY if text.startswith("-") else ATOM
-    op = OPS[e.op]
+    op = op_for(e.op, "printer")
     kids = [_render(c) for c in e.children]
-    if e.op == "neg":
+    if e.op == UNARY_MINUS:
         (text, prec), = kids
         if isinstance(e.children[0], float):  # `-0.5` would read back as a constant
-            return f"neg({text})", ATOM
+            return f"{e.op}({text})", ATOM
         return f"-{_paren(text, prec < UNARY)}", UNARY
     if op.symbol:
         (lt, lp), (rt, rp) = kids
-        mine = _PRECEDENCE[e.op]
-        if e.op == "pow":  # right-associative; the exponent may be a unary expression
-            return f"{_paren(lt, lp <= POW)} ** {_paren(rt, rp < UNARY)}", POW
-        return f"{_paren(lt, lp < mine)} {op.symbol} {_paren(rt, rp <= mine)}", mine
+        infix = SYNTAX[op.symbol]
+        return (f"{_paren(lt, lp < infix.left)} {op.symbol} {_paren(rt, rp < infix.right)}",
+                infix.precedence)
     return f"{e.op}({', '.join(t for t, _ in kids)})", ATOM
 
 
