@@ -33,29 +33,34 @@ the bound it hit; `simplify` then returns the input. The bounds are far above wh
 rules need: every seed simplifies well inside them.
 """
 
+
 from __future__ import annotations
 
-import math
-import signal
-import threading
 from dataclasses import dataclass, replace
 
-import sympy
 import torch
 
 from .checker import check, complexity, live_statements, live_states, unchanged_states
 from .hashing import probe_trajectory
 from .ir import Arg, Program, Stmt, renumber_temps, temp_name
-from .ops import OPS, fold_constant
+from .ops import fold_constant
 from .printer import Expr, Node, statement_count
+from .simplify_bounds import (
+    MAX_EXPANDED_TERMS,
+    MAX_POWER,
+    SYMPY_SIMPLIFY_MAX_NODES,
+    _BoundHit,
+    _CpuDeadline,
+    algebra_bound,
+    expanded_terms,
+)
+from .simplify_sympy import simplest
 
-__all__ = ["Simplification", "algebra_bound", "eliminate_dead_code", "eliminate_dead_state",
-           "expanded_terms", "fold_constants", "simplify", "simplify_algebra",
+__all__ = ["MAX_EXPANDED_TERMS", "MAX_POWER", "SIMPLIFY_CPU_SECONDS", "SYMPY_SIMPLIFY_MAX_NODES",
+           "Simplification", "algebra_bound", "eliminate_dead_code", "eliminate_dead_state",
+           "expanded_terms", "fold_constants", "same_behaviour", "simplify", "simplify_algebra",
            "simplify_bounded"]
 
-SYMPY_SIMPLIFY_MAX_NODES = 40  # sympy.simplify is slow on big trees; auto-evaluation only
-MAX_POWER = 64  # largest product of exponents on a path of an expression sympy may see
-MAX_EXPANDED_TERMS = 128  # seeds reach 18; sympy.simplify takes 4 s on 969 terms
 SIMPLIFY_CPU_SECONDS = 10.0  # every seed simplifies in under 1 s
 
 
@@ -179,9 +184,9 @@ def simplify_algebra(p: Program) -> Program:
 
 def _algebra(p: Program) -> Program:
     lines, returns = _inline_single_use(p, *_to_lines(p))
-    symbols: dict[str, sympy.Symbol] = {}
-    lines = [(target, _simplest(tree, symbols)) for target, tree in lines]
-    returns = [_simplest(tree, symbols) for tree in returns]
+    symbols: dict = {}
+    lines = [(target, simplest(tree, symbols)) for target, tree in lines]
+    returns = [simplest(tree, symbols) for tree in returns]
     built = _from_lines(p, lines, returns)
     return p if built is None else built
 
@@ -278,272 +283,3 @@ def _from_lines(p: Program, lines: list[Line], returns: list[Expr]) -> Program |
             alias.pop(target, None)
     outs = tuple(emit(r) for r in returns)
     return renumber_temps(replace(p, body=tuple(body), returns=outs, origin=None))
-
-
-# ---- bounds on the algebra -----------------------------------------------------------------
-
-class _BoundHit(BaseException):
-    """A hard bound was hit. A BaseException, so that no ``except Exception`` on the way
-    (in sympy, in torch) swallows it."""
-
-
-def algebra_bound(tree: Expr) -> str | None:
-    """Why `tree` may not be handed to sympy (the power bound, see module doc), or None."""
-    power = _path_power(tree)
-    if power > MAX_POWER:
-        return f"an exponent of magnitude {power:.3g} exceeds {MAX_POWER}"
-    return None
-
-
-def _path_power(tree: Expr) -> float:
-    """The largest product of exponent weights on a path from `tree`'s root to a leaf."""
-    if not isinstance(tree, Node):
-        return 1.0
-    return _exponent_weight(tree) * max(_path_power(c) for c in tree.children)
-
-
-def _exponent_weight(node: Node) -> float:
-    if node.op == "square":
-        return 2.0
-    if node.op != "pow":
-        return 1.0
-    exponent = node.children[1]
-    if isinstance(exponent, float):
-        return max(1.0, abs(exponent))
-    return max(1.0, _constant_magnitudes(exponent))
-
-
-def _constant_magnitudes(tree: Expr) -> float:
-    if isinstance(tree, Node):
-        return sum(_constant_magnitudes(c) for c in tree.children)
-    return abs(tree) if isinstance(tree, float) else 0.0
-
-
-def expanded_terms(tree: Expr, cap: int = MAX_EXPANDED_TERMS) -> int:
-    """An upper estimate of the number of terms of `tree` multiplied out, as `sympy.expand`
-    might: a name or constant is 1 term, ``a + b`` has ``|a| + |b|``, ``a * b`` and ``a / b``
-    ``|a| |b|``, ``a ** n`` the ``C(n + |a| - 1, n)`` monomials of degree ``n = ceil(exponent
-    weight)`` in ``|a|`` terms, and any other function is 1 term (its arguments are counted on
-    their own: the estimate is the largest over all subexpressions). Counts stop at
-    ``cap + 1``; call it after `algebra_bound`, which keeps ``n`` small."""
-    if not isinstance(tree, Node):
-        return 1
-    inner = [expanded_terms(c, cap) for c in tree.children]
-    if max(inner) > cap:
-        return cap + 1
-    if tree.op in ("add", "sub"):
-        n = inner[0] + inner[1]
-    elif tree.op in ("mul", "div"):
-        n = inner[0] * inner[1]
-    elif tree.op == "neg":
-        n = inner[0]
-    elif tree.op in ("square", "pow"):
-        degree = math.ceil(min(_exponent_weight(tree), MAX_POWER))
-        n = math.comb(degree + inner[0] - 1, degree)
-    else:
-        n = 1
-    return min(n, cap + 1)
-
-
-class _CpuDeadline:
-    """Raise `_BoundHit` once, in the main thread, after `seconds` of the process's CPU time
-    (a one-shot ``ITIMER_VIRTUAL`` timer). Python runs the handler between two bytecodes, so
-    this interrupts sympy's pure-Python loops but not one long C call, which the structural
-    bounds rule out. Outside the main thread, under another SIGVTALRM handler, or inside
-    another deadline it does nothing. Our handler stays installed once set (disarmed it
-    ignores the signal): restoring the default, which ends the process, could race with a
-    signal still in flight."""
-
-    _armed: _CpuDeadline | None = None  # the deadline whose timer runs, if any
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.started = False
-
-    def start(self) -> None:
-        if (_CpuDeadline._armed is not None or not hasattr(signal, "setitimer")
-                or threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGVTALRM) not in (signal.SIG_DFL, _on_timer)):
-            return
-        signal.signal(signal.SIGVTALRM, _on_timer)
-        _CpuDeadline._armed = self
-        self.started = True
-        signal.setitimer(signal.ITIMER_VIRTUAL, self.seconds)
-
-    def stop(self) -> None:
-        if self.started:
-            _CpuDeadline._armed = None
-            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-            self.started = False
-
-
-def _on_timer(signum, frame) -> None:
-    deadline = _CpuDeadline._armed
-    if deadline is not None:
-        _CpuDeadline._armed = None  # one shot: once raised, never again
-        raise _BoundHit(f"CPU time exceeds {deadline.seconds:g} s")
-
-
-# ---- sympy round trip ----------------------------------------------------------------------
-
-_OPAQUE = frozenset({"interp"})  # kept whole: expanding it never shortens a rule
-
-
-def _simplest(tree: Expr, symbols: dict[str, sympy.Symbol]) -> Expr:
-    if not isinstance(tree, Node):
-        return tree
-    try:
-        reason = algebra_bound(tree)
-        if reason is not None:
-            raise _BoundHit(reason)
-        expr = _to_sympy(tree, symbols)
-        candidates = [expr]
-        if (_size_of(tree) <= SYMPY_SIMPLIFY_MAX_NODES
-                and expanded_terms(tree) <= MAX_EXPANDED_TERMS):
-            candidates.append(sympy.simplify(expr))
-        best, best_cost = tree, _cost(tree)
-        for c in candidates:
-            back = _from_sympy(_sign_rule(c), symbols)
-            if back is not None and _cost(back) < best_cost:
-                best, best_cost = back, _cost(back)
-        return best
-    except (TypeError, ValueError, ZeroDivisionError, RecursionError, AttributeError):
-        return tree  # sympy could not handle it: keep the expression as it is
-
-
-def _size_of(tree: Expr) -> int:
-    return 1 + sum(_size_of(c) for c in tree.children) if isinstance(tree, Node) else 1
-
-
-def _cost(tree: Expr) -> int:
-    if not isinstance(tree, Node):
-        return 0
-    return OPS[tree.op].cost + sum(_cost(c) for c in tree.children)
-
-
-def _to_sympy(tree: Expr, symbols: dict[str, sympy.Symbol]) -> sympy.Expr:
-    if isinstance(tree, str):
-        if tree not in symbols:
-            symbols[tree] = sympy.Symbol(tree, real=True)
-        return symbols[tree]
-    if isinstance(tree, float):
-        return _sympy_number(tree)
-    args = [_to_sympy(c, symbols) for c in tree.children]
-    if tree.op in _OPAQUE:
-        return sympy.Function(tree.op)(*args)
-    return OPS[tree.op].sympy_fn(*args)
-
-
-def _sympy_number(v: float) -> sympy.Expr:
-    if v.is_integer() and abs(v) < 2**53:
-        return sympy.Integer(int(v))
-    if (2 * v).is_integer() and abs(v) < 2**52:
-        return sympy.Rational(int(2 * v), 2)
-    return sympy.Float(v, 17)
-
-
-def _sign_rule(e: sympy.Expr) -> sympy.Expr:
-    """``x / |x| -> sign(x)`` (and ``|x| / x``), which sympy leaves alone."""
-    def rewrite(m: sympy.Mul) -> sympy.Expr:
-        factors = list(m.args)
-        for f in factors:
-            if isinstance(f, sympy.Pow) and f.exp == -1 and isinstance(f.base, sympy.Abs):
-                x = f.base.args[0]
-                if x in factors:
-                    factors.remove(f)
-                    factors.remove(x)
-                    return sympy.Mul(sympy.sign(x), *factors)
-            if isinstance(f, sympy.Pow) and f.exp == -1 and sympy.Abs(f.base) in factors:
-                factors.remove(f)
-                factors.remove(sympy.Abs(f.base))
-                return sympy.Mul(sympy.sign(f.base), *factors)
-        return m
-    return e.replace(lambda x: isinstance(x, sympy.Mul), rewrite)
-
-
-_FUNCTIONS = {sympy.Abs: "abs", sympy.sign: "sign", sympy.exp: "exp", sympy.log: "log",
-              sympy.tanh: "tanh", sympy.atan: "arctan"}
-
-
-def _from_sympy(e: sympy.Expr, symbols: dict[str, sympy.Symbol]) -> Expr | None:
-    """An expression tree for `e`, or None when it uses something the language lacks."""
-    names = {v: k for k, v in symbols.items()}
-
-    def number(x) -> float | None:
-        try:
-            v = float(x)
-        except (TypeError, ValueError):
-            return None
-        return v if v == v and abs(v) != float("inf") else None
-
-    def go(x) -> Expr:
-        if x in names:
-            return names[x]
-        if x.is_number:
-            v = number(x)
-            if v is not None:
-                return v
-        if isinstance(x, sympy.Add):
-            terms = sorted(x.args, key=lambda a: _is_negative(a))
-            acc = None
-            for term in terms:
-                if _is_negative(term):
-                    pos = go(-term)
-                    acc = Node("neg", (pos,)) if acc is None else Node("sub", (acc, pos))
-                else:
-                    t = go(term)
-                    acc = t if acc is None else Node("add", (acc, t))
-            return acc
-        if isinstance(x, sympy.Mul):
-            coeff, rest = x.as_coeff_Mul()
-            if coeff < 0:
-                return Node("neg", (go(-x),))
-            num, den = [], []
-            for f in sympy.Mul.make_args(rest):
-                if isinstance(f, sympy.Pow) and f.exp.is_number and f.exp < 0:
-                    den.append(go(sympy.Pow(f.base, -f.exp)))
-                else:
-                    num.append(go(f))
-            if coeff != 1:
-                num.insert(0, go(coeff))
-            top = _chain("mul", num) if num else 1.0
-            return Node("div", (top, _chain("mul", den))) if den else top
-        if isinstance(x, sympy.Pow):
-            base, exp = go(x.base), x.exp
-            if exp == 2:
-                return Node("square", (base,))
-            if exp == sympy.Rational(1, 2):
-                return Node("sqrt", (base,))
-            if exp == sympy.Rational(-1, 2):
-                return Node("rsqrt", (base,))
-            if exp == -1:
-                return Node("div", (1.0, base))
-            return Node("pow", (base, go(exp)))
-        if isinstance(x, (sympy.Min, sympy.Max)):
-            return _chain("min" if isinstance(x, sympy.Min) else "max",
-                          [go(a) for a in x.args])
-        for cls, op in _FUNCTIONS.items():
-            if isinstance(x, cls):
-                return Node(op, (go(x.args[0]),))
-        name = getattr(x.func, "__name__", "")
-        if isinstance(x, sympy.core.function.AppliedUndef) and name in OPS:
-            if len(x.args) == OPS[name].arity:
-                return Node(name, tuple(go(a) for a in x.args))
-        raise ValueError(f"no op for {x.func}")
-
-    try:
-        return go(e)
-    except ValueError:
-        return None
-
-
-def _is_negative(term: sympy.Expr) -> bool:
-    coeff, _ = term.as_coeff_Mul()
-    return bool(coeff.is_number and coeff < 0)
-
-
-def _chain(op: str, items: list[Expr]) -> Expr:
-    acc = items[0]
-    for item in items[1:]:
-        acc = Node(op, (acc, item))
-    return acc
