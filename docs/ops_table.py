@@ -10,7 +10,7 @@ script prints, so a new op or a changed domain note reaches the page by running 
 * ``ops``: `optforge ops`, verbatim;
 * ``math``: each op as written, its LaTeX (the template `optforge show` and `dsl.to_latex`
   fill in), its definition (the op's sympy form; for reductions and matrix ops, whose sympy
-  form is opaque, the definition below), its cost and its behaviour on its whole domain;
+  form is opaque, the op's `definition`), its cost and its behaviour on its whole domain;
 * ``edges``: values at the edges of the domains, computed by the ops' own torch
   implementations (the interpreter's, in float64).
 """
@@ -32,18 +32,6 @@ from optforge.search.commands.ops_cmd import ops_table, signature
 
 PAGE = Path(__file__).resolve().parent / "language.md"
 
-# Definitions of the ops whose sympy form is opaque (`dsl.ops._opaque`): n entries; the
-# matrix view X has r rows and c columns (`dsl.ops`' module doc).
-OPAQUE_DEFINITIONS = {
-    "norm": r"\sqrt{\textstyle\sum_i x_i^2}",
-    "rms": r"\sqrt{\tfrac{1}{n} \textstyle\sum_i x_i^2}",
-    "mean": r"\tfrac{1}{n} \textstyle\sum_i x_i",
-    "dot": r"\textstyle\sum_i x_i y_i",
-    "orth": r"U V^\top \text{ where } X = U \Sigma V^\top",
-    "row_mean": r"\tfrac{1}{c} \textstyle\sum_j X_{ij} \text{ in row } i",
-    "col_mean": r"\tfrac{1}{r} \textstyle\sum_i X_{ij} \text{ in column } j",
-}
-
 # Edge cases of the ops that are not unary: (the op, its arguments as written).
 BINARY_EDGES = [
     ("add", ("inf", "(-inf)")), ("sub", ("inf", "inf")), ("mul", ("0", "inf")),
@@ -61,9 +49,11 @@ def _cell(text: str) -> str:
 
 
 def _definition(name: str) -> str:
+    """The op's math: its `definition` where its sympy form is opaque (reductions and matrix
+    ops; the matrix view X has r rows and c columns, see `dsl.ops`), else its sympy form."""
     op = OPS[name]
-    if name in OPAQUE_DEFINITIONS:
-        return OPAQUE_DEFINITIONS[name]
+    if op.definition:
+        return op.definition
     return sympy.latex(op.sympy_fn(*sympy.symbols(op.params, real=True)))
 
 

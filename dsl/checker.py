@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .errors import Diagnostic, RuleError, in_source_order
 from .ir import INPUTS, SCALAR_INPUTS, Program, validate
-from .ops import OPS, OpKind
+from .ops import OPS, OpKind, op_for
 from .parser import parse_with_errors, read_rule_file
 
 __all__ = ["FileReport", "Report", "check", "check_file", "check_source", "complexity",
@@ -192,7 +192,7 @@ def live_states(p: Program, deps_of=None) -> frozenset[str]:
 def complexity(p: Program) -> int:
     """The sum of the op costs of the statements that reach a return."""
     live = live_statements(p)
-    return sum(OPS[s.op].cost for i, s in enumerate(p.body) if i in live)
+    return sum(op_for(s.op, "checker").cost for i, s in enumerate(p.body) if i in live)
 
 
 def unchanged_states(p: Program) -> frozenset[str]:
