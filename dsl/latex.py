@@ -16,7 +16,7 @@ from string import Formatter
 
 from .ir import Program, is_temp
 from .ops import SYNTAX, Infix, Prec, op_for
-from .printer import ATOM, Expr, Node, layout
+from .printer import ATOM, Expr, layout
 
 __all__ = ["to_latex", "latex_expr"]
 
@@ -86,7 +86,7 @@ def _render(e: Expr) -> tuple[str, int]:
         return latex_name(e), ATOM
     if isinstance(e, float):
         text = _number(e)
-        return text, UNARY if text.startswith("-") else ATOM
+        return text, Prec.UNARY if text.startswith("-") else ATOM
     op = op_for(e.op, "LaTeX renderer")
     kids = [_render(c) for c in e.children]
     mine, sides = _form(op.latex, op.symbol)

@@ -343,11 +343,12 @@ assert len(OPS) == len(_TABLE), "duplicate op name"
 def fold_constant(op: str, args: tuple[float, ...] | list[float]) -> float | None:
     """The value of `op` applied to constants, computed in float64 by the op's own torch
     implementation, or None when that is not a finite number or `op` needs a tensor."""
-    if OPS[op].kind is OpKind.MATRIX:
+    impl = op_for(op, "constant folder")
+    if impl.kind is OpKind.MATRIX:
         # a constant stands for a tensor filled with it: its row and column means are
         # itself, and orth of zeros is zeros; orth of other constants depends on the shape
         (c,) = args
         return c if op != "orth" or c == 0.0 else None
     with torch.no_grad():
-        value = float(OPS[op].torch_fn(0, *(torch.tensor(a, dtype=torch.float64) for a in args)))
+        value = float(impl.torch_fn(0, *(torch.tensor(a, dtype=torch.float64) for a in args)))
     return value if value == value and abs(value) != float("inf") else None
