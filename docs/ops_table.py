@@ -1,7 +1,7 @@
 """The generated parts of docs/language.md, from the op table (`dsl/ops.py`).
 
     python docs/ops_table.py            # print them
-    python docs/ops_table.py --write    # rewrite them in docs/language.md
+    python docs/ops_table.py --write    # rewrite them in docs/language.md, and README's copy
 
 Each part sits in docs/language.md between ``<!-- begin generated: NAME -->`` and
 ``<!-- end generated: NAME -->``; `tests/test_docs.py` fails when one differs from what this
@@ -31,6 +31,9 @@ from optforge.dsl.printer import Node
 from optforge.search.commands.ops_cmd import ops_table, signature
 
 PAGE = Path(__file__).resolve().parent / "language.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
+# README's copy of `optforge ops`, indented in its list item (tests/test_cli_ops.py checks it)
+_README_COPY = re.compile(r"(  ```text\n)(  OP +SIGNATURE.*?\n)(  ```\n)", re.S)
 
 # Edge cases of the ops that are not unary: (the op, its arguments as written).
 BINARY_EDGES = [
@@ -114,13 +117,19 @@ def current(page: str) -> dict[str, str]:
     return {name: m.group(2) for name, m in found.items() if m}
 
 
-def write(path: Path = PAGE) -> None:
+def write(path: Path = PAGE, readme: Path = README) -> None:
     page = path.read_text(encoding="utf-8")
     for name, text in parts().items():
         page, n = _block(name).subn(lambda m: m.group(1) + text + m.group(3), page)
         if n != 1:
             sys.exit(f"{path}: no single block 'generated: {name}'")
     path.write_text(page, encoding="utf-8")
+    copy = "".join(("  " + line if line else "") + "\n" for line in ops_table().splitlines())
+    text, n = _README_COPY.subn(lambda m: m.group(1) + copy + m.group(3),
+                                readme.read_text(encoding="utf-8"))
+    if n != 1:
+        sys.exit(f"{readme}: no single copy of `optforge ops`")
+    readme.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
