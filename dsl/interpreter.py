@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .ir import Arg, Program
-from .ops import op_for
+from .ops import OPS, UnknownOpError
 
 __all__ = ["run_step", "init_state", "run_steps"]
 
@@ -61,7 +61,10 @@ def run_step(p: Program, w: torch.Tensor, g: torch.Tensor, lr, t,
         return c
 
     for s in p.body:
-        env[s.target] = op_for(s.op, "interpreter").torch_fn(lead, *(value(a) for a in s.args))
+        op = OPS.get(s.op)
+        if op is None:
+            raise UnknownOpError(s.op, "interpreter")
+        env[s.target] = op.torch_fn(lead, *(value(a) for a in s.args))
     outs = [value(a) for a in p.returns]
     outs = [o.expand(w.shape) if o.shape != w.shape else o for o in outs]
     return outs[0], tuple(outs[1:])

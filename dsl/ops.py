@@ -84,6 +84,9 @@ class Op:
     doc: str = ""  # what it means, in one line
     torch_expr: str | None = None  # elementwise ops: the torch code, over the arguments' code
     definition: str = ""  # LaTeX math of an op whose sympy form is opaque
+    # matrix ops: the value on a tensor filled with c (a constant stands for one), or None
+    # where it depends on the shape; constant folding reads it
+    on_filled: Callable[[float], float | None] | None = None
 
 
 class UnknownOpError(ValueError):
@@ -221,14 +224,14 @@ def _elementwise_fn(name: str, arity: int, expr: str) -> Callable[..., torch.Ten
 
 
 def _op(name, arity, kind, impl, sympy_fn, latex, cost, domain, symbol=None, *,
-        params=(), doc="", definition="") -> Op:
+        params=(), doc="", definition="", on_filled=None) -> Op:
     """A row of the table. `impl` is the torch expression template of an elementwise op
     (see `Op`), or the function ``(lead, *args)`` of a reduction or matrix op."""
     if isinstance(impl, str):
         return Op(name, arity, kind, _elementwise_fn(name, arity, impl), sympy_fn, latex,
-                  cost, domain, symbol, params, doc, impl, definition)
+                  cost, domain, symbol, params, doc, impl, definition, on_filled)
     return Op(name, arity, kind, impl, sympy_fn, latex, cost, domain, symbol, params, doc,
-              None, definition)
+              None, definition, on_filled)
 
 
 E, R, M = OpKind.ELEMENTWISE, OpKind.REDUCTION, OpKind.MATRIX
@@ -320,17 +323,20 @@ _TABLE: tuple[Op, ...] = (
         "view, after scaling by 1 / (norm + 1e-7); orth(0) = 0; a 1-D x gives about "
         "x / norm(x)",
         params=("x",), doc="orthogonalised matrix U V^T, by Newton-Schulz (Muon)",
-        definition=r"U V^\top \text{ where } X = U \Sigma V^\top"),
+        definition=r"U V^\top \text{ where } X = U \Sigma V^\top",
+        on_filled=lambda c: c if c == 0.0 else None),  # orth(0) = 0; else shape-dependent
     _op("row_mean", 1, M, _row_mean, _opaque("row_mean"),
         "\\operatorname{{rowmean}}({0})", 3,
         "mean of each row of the matrix view, broadcast along the row; identity on 1-D",
         params=("x",), doc="mean of each row of the matrix view",
-        definition=r"\tfrac{1}{c} \textstyle\sum_j X_{ij} \text{ in row } i"),
+        definition=r"\tfrac{1}{c} \textstyle\sum_j X_{ij} \text{ in row } i",
+        on_filled=lambda c: c),
     _op("col_mean", 1, M, _col_mean, _opaque("col_mean"),
         "\\operatorname{{colmean}}({0})", 3,
         "mean of each column of the matrix view, broadcast down the column; mean on 1-D",
         params=("x",), doc="mean of each column of the matrix view",
-        definition=r"\tfrac{1}{r} \textstyle\sum_i X_{ij} \text{ in column } j"),
+        definition=r"\tfrac{1}{r} \textstyle\sum_i X_{ij} \text{ in column } j",
+        on_filled=lambda c: c),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}
@@ -344,11 +350,8 @@ def fold_constant(op: str, args: tuple[float, ...] | list[float]) -> float | Non
     """The value of `op` applied to constants, computed in float64 by the op's own torch
     implementation, or None when that is not a finite number or `op` needs a tensor."""
     impl = op_for(op, "constant folder")
-    if impl.kind is OpKind.MATRIX:
-        # a constant stands for a tensor filled with it: its row and column means are
-        # itself, and orth of zeros is zeros; orth of other constants depends on the shape
-        (c,) = args
-        return c if op != "orth" or c == 0.0 else None
+    if impl.kind is OpKind.MATRIX:  # a constant stands for a tensor filled with it
+        return impl.on_filled(*args) if impl.on_filled is not None else None
     with torch.no_grad():
         value = float(impl.torch_fn(0, *(torch.tensor(a, dtype=torch.float64) for a in args)))
     return value if value == value and abs(value) != float("inf") else None

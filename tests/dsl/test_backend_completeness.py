@@ -187,3 +187,14 @@ def test_a_reduction_is_one_row_and_its_helper(monkeypatch):
     x = sympy.Symbol("x", real=True)
     assert _from_sympy(sympy_form("logsumexp")(x), {"x": x}) == Node("logsumexp", ("x",))
     assert dsl.check(dsl.parse("def r(w, g, lr, t):\n    return logsumexp(lr) * g\n")).ok
+
+
+def test_constant_folding_of_matrix_ops_reads_the_table():
+    # a constant stands for a tensor filled with it
+    assert ops.fold_constant("row_mean", [0.1]) == 0.1
+    assert ops.fold_constant("col_mean", [-3.0]) == -3.0
+    assert ops.fold_constant("orth", [0.0]) == 0.0
+    assert ops.fold_constant("orth", [2.0]) is None  # depends on the shape
+    assert ops.fold_constant("norm", [-2.0]) == 2.0  # a scalar's norm is its abs
+    with pytest.raises(UnknownOpError, match="constant folder"):
+        ops.fold_constant("frobnicate", [1.0])
