@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from string import Formatter
 
 from .ir import Program, is_temp
@@ -34,7 +34,7 @@ _SUPERSCRIPT = SYNTAX["**"]
 _PREFIX = Infix(Prec.UNARY, Prec.POW, Prec.POW)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _form(template: str, symbol: str | None) -> tuple[Prec, tuple[Prec | None, ...]]:
     """How a LaTeX template binds: its precedence, and for each argument the loosest
     precedence printed bare there (None: the template delimits it)."""

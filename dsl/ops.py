@@ -39,9 +39,9 @@ plain torch and exactly equal to the interpreter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Callable
 
 import sympy
 import torch
@@ -220,7 +220,7 @@ def _elementwise_fn(name: str, arity: int, expr: str) -> Callable[..., torch.Ten
     template is this table's own text, compiled once at import."""
     params = [f"x{i}" for i in range(arity)]
     source = f"lambda lead, {', '.join(params)}: {expr.format(*params)}"
-    return eval(compile(source, f"<op {name}>", "eval"), {"torch": torch})  # noqa: S307
+    return eval(compile(source, f"<op {name}>", "eval"), {"torch": torch})
 
 
 def _op(name, arity, kind, impl, sympy_fn, latex, cost, domain, symbol=None, *,
