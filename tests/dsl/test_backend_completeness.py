@@ -104,6 +104,11 @@ def test_printer_and_latex_share_the_precedence_table():
 
 def test_per_backend_tables_name_only_ops_of_the_table():
     assert set(kernel._HOISTED_WEIGHT) <= set(OPS)
+    # the kernel's hoisted forms are the op's own torch expression, with the weight hoisted
+    for name, (k, weight, expr) in kernel._HOISTED_WEIGHT.items():
+        names = [f"a{i}" for i in range(OPS[name].arity)]
+        assert expr.format(*names, weight=weight.format(names[k])) == \
+            OPS[name].torch_expr.format(*names)
     assert OPAQUE <= set(OPS)
     assert ARITHMETIC <= set(OPS)
     assert ops.UNARY_MINUS in OPS
