@@ -29,6 +29,10 @@ program that computes each value it could not read (a dropped statement's, a bro
 return's) as ``add(g, g)``, a tensor that depends on `g`, a value on which the checker's
 errors (a matrix op on a scalar, a step without `g`) cannot fire: the stand-in adds no error
 of its own.
+
+Modules: this one reads a file (its rules, syntax errors and their recovery);
+`dsl.parse_rule` one rule's signature and body; `dsl.parse_expr` its expressions;
+`dsl.parse_syntax` holds the limits, what the language refuses and small AST readers.
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ just ``inf``. Three bounds keep every call finite:
 A hard bound makes `simplify_bounded` return the input program unsimplified together with
 the bound it hit; `simplify` then returns the input. The bounds are far above what real
 rules need: every seed simplifies well inside them.
+
+Modules: this one holds the passes; `dsl.simplify_bounds` the bounds, `dsl.simplify_sympy`
+the sympy round trip, and `dsl.sympy_forms` the op table as sympy sees it (both ways,
+derived from the ops' sympy forms).
 """
 
 
