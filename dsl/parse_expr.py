@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .parser import _Module
 
 
-# Stand-in for a value the parser could not read (see the module doc): a tensor that
+# Stand-in for a value the parser could not read (see `dsl.parser`'s module doc): a tensor that
 # depends on g, for which no checker error can fire.
 _UNKNOWN_VALUE = ("add", ("g", "g"))
 
