@@ -27,8 +27,8 @@ from .parse_syntax import (
 @dataclass(frozen=True)
 class ParsedRule:
     """One rule definition as read. Without `errors`, `program` is the rule. With errors,
-    `program` is a stand-in for the checker (see `dsl.parser`'s module doc), or None where the rule's
-    parameters could not be read."""
+    `program` is a stand-in for the checker (see `dsl.parser`'s module doc), or None where
+    the rule's parameters could not be read."""
 
     name: str
     program: Program | None
