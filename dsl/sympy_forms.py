@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from functools import lru_cache
 
 import sympy
 
@@ -62,11 +61,19 @@ class SympyForms:
 
 
 def forms() -> SympyForms:
-    """The reverse map and shapes of the current op table (cached per table)."""
-    return _forms(tuple(OPS.values()))
+    """The reverse map and shapes of the current op table (rebuilt when the table changes)."""
+    ops = tuple(OPS.values())
+    built = _BUILT.get("table")
+    if built is None or len(built[0]) != len(ops) or any(
+            a is not b for a, b in zip(built[0], ops)):
+        built = _BUILT["table"] = (ops, _forms(ops))
+    return built[1]
 
 
-@lru_cache(maxsize=4)
+# the forms of the last table seen, with the table's ops (kept, so that none is a new one)
+_BUILT: dict[str, tuple[tuple[Op, ...], SympyForms]] = {}
+
+
 def _forms(ops: tuple[Op, ...]) -> SympyForms:
     functions: dict[object, str] = {}
     powers: dict[sympy.Expr, str] = {}
