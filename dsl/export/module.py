@@ -108,13 +108,13 @@ def _module_doc(program: Program, class_name: str, provenance: str, shash: str, 
                 source: str, betas: list[str], keys: list[str], names: ExportNames,
                 lr_note: str) -> str:
     hyper = ", ".join(f"{n}={_num(v)}" for n, v in program.hyperparams)
-    lines = [f"{class_name}: the update rule '{program.name}' as a torch optimizer, exported by "
-             f"optforge.", ""]
+    lines = [(f"{class_name}: the update rule '{program.name}' as a torch optimizer, exported by "
+             f"optforge."), ""]
     if program.doc:
         lines += [program.doc, ""]
     lines += [f"Provenance: {provenance or 'an optforge rule'}; structural hash {shash}.", "",
-              "Each step, for every parameter w with a gradient g (t counts that parameter's "
-              "steps from 1):", "", "    " + to_latex(program).replace("\n", "\n    "), "",
+              ("Each step, for every parameter w with a gradient g (t counts that parameter's "
+              "steps from 1):"), "", "    " + to_latex(program).replace("\n", "\n    "), "",
               ("The rule, in optforge's rule language (interp(x, y, a) = (1 - a) * x + a * y),"
                " as exported:"),
               "", "    " + source.rstrip("\n").replace("\n", "\n    "), "",
@@ -201,7 +201,7 @@ def optimizer_class(program: Program, class_name: str | None = None, provenance:
     module.__loader__ = importlib.machinery.SourceFileLoader(module_name, filename)
     # let inspect/linecache (tracebacks, torch.compile diagnostics) see the generated source
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), module.__dict__)
+    exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - our generated code
     sys.modules[module_name] = module
     return getattr(module, name)
 

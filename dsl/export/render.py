@@ -47,9 +47,9 @@ def render_rule(a: Analysis) -> list[str]:
     sig = ", ".join(["w", "g"] + states + ["S"])
     rets = ["step"] + [f"new {s}" for s in p.state]
     out = [f"def _rule({sig}):",
-           f'    """One step of the rule on one tensor, without side effects: returns '
+           (f'    """One step of the rule on one tensor, without side effects: returns '
            f'({", ".join(rets)}).\n    Scalars arrive as 0-d tensors S[i] of the compute '
-           f'dtype (see _scalars)."""']
+           f'dtype (see _scalars)."""')]
     for st in a.tensor:
         small = [v.is_tensor and not v.full for v in st.args]
         expr = pure_code("pure", st.op, [_pure_arg(v) for v in st.args], small)
@@ -61,7 +61,7 @@ def render_rule(a: Analysis) -> list[str]:
         # an input returned as is must not alias the tensor the caller overwrites
         return f"{code}.clone()" if v.is_tensor and v.name in inputs else code
 
-    values = [ret(a.step)] + [("s%d" % k) if f is None else ret(f)
+    values = [ret(a.step)] + [f"s{k}" if f is None else ret(f)
                               for k, f in enumerate(a.finals)]
     out.append(f"    return {', '.join(values)}")
     return out
@@ -217,8 +217,8 @@ def render_fused(a: Analysis) -> list[str]:
     lists = ["params", "grads"] + [f"l{k}" for k in range(len(p.state))]
     news = [f"n{k}" for k in range(len(p.state))]
     out = [f"def _update_fused({', '.join(lists + ['S'])}):",
-           '    """The compile=True path: one traced function for all tensors of a group; '
-           'S holds the scalars\n    as 0-d tensors of the compute dtype."""',
+           ('    """The compile=True path: one traced function for all tensors of a group; '
+           'S holds the scalars\n    as 0-d tensors of the compute dtype."""'),
            f"    for {', '.join(['p', 'g'] + states)} in zip({', '.join(lists)}):",
            "        low = p.dtype in _LOW_PRECISION",
            "        w = p.float() if low else p",
