@@ -20,11 +20,12 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..rewrites import Node, apply, commutative_ops
+from ..rewrites import Node, apply, commutative_ops, rule
 from .analysis import Analysis, TStmt, Val
 from .tables import is_elementwise
 
 _COMMUTATIVE = commutative_ops()
+_AXPY_RULES = {rule(name).lhs.op: name for name in ("axpy", "axpy_sub")}  # add, sub
 
 
 def _kind(v: object) -> str:
@@ -62,18 +63,23 @@ def _fuse_axpy(stmts: list[TStmt], protected: set[str]) -> list[TStmt]:
     dropped: set[int] = set()
     out = list(stmts)
     for i, st in enumerate(stmts):
-        if st.op not in ("add", "sub"):
+        name = _AXPY_RULES.get(st.op)
+        if name is None:
             continue
-        for pos in ([1, 0] if st.op == "add" else [1]):
+        lhs = rule(name).lhs
+        # the product's position in the pattern, then the other one where the op commutes
+        product = [k for k, p in enumerate(lhs.args) if isinstance(p, Node)]
+        if st.op in _COMMUTATIVE:
+            product += [1 - k for k in product]
+        for pos in product:
             x = st.args[pos]
             j = producer.get(x.name) if x.is_tensor else None
             if (j is None or j in dropped or reads.get(x.name) != 1 or x.name in protected
-                    or stmts[j].op != "mul"):
+                    or stmts[j].op != lhs.args[product[0]].op):
                 continue
             args = list(st.args)
-            args[pos] = Node("mul", stmts[j].args)
-            term = Node(st.op, tuple(args))
-            fused = apply("axpy" if st.op == "add" else "axpy_sub", term, kind_of=_kind)
+            args[pos] = Node(stmts[j].op, stmts[j].args)
+            fused = apply(name, Node(st.op, tuple(args)), kind_of=_kind)
             if fused is None:
                 continue
             a_, b, s = fused.args
@@ -102,7 +108,7 @@ def _parameter_axpy(a: Analysis, stmts: list[TStmt]) -> tuple[tuple[Val, Val] | 
     ``w.add_(X, alpha=-s)``; returns (X, s) and the statements without the product."""
     step = a.step
     producer = [j for j, st in enumerate(stmts) if st.result == step.name]
-    if not producer or stmts[producer[0]].op != "mul":
+    if not producer:
         return None, stmts
     j = producer[0]
     read_later = any(v.is_tensor and v.name == step.name for st in stmts for v in st.args)
@@ -110,7 +116,7 @@ def _parameter_axpy(a: Analysis, stmts: list[TStmt]) -> tuple[tuple[Val, Val] | 
     if read_later or is_final:
         return None, stmts
     w = Val("tensor", "w", True)
-    fused = apply("axpy_sub", Node("sub", (w, Node("mul", stmts[j].args))), kind_of=_kind)
+    fused = apply("axpy_sub", Node("sub", (w, Node(stmts[j].op, stmts[j].args))), kind_of=_kind)
     if fused is None:
         return None, stmts
     _, x, s = fused.args

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..ops import OPS, OpKind
-from ..rewrites import LOWERED, Node, rule
+from ..rewrites import LOWERED, Node, commutative_ops, rule
 from .names import ExportError
 
 PATHS = ("scalar", "pure", "per-parameter", "foreach")
@@ -147,8 +147,9 @@ PER_PARAM: dict[str, Eager] = {
     "add": _pp_method("add", lambda a, t: f"{a[0]} + {a[1]}"),
     "mul": _pp_method("mul", lambda a, t: f"{a[0]} * {a[1]}"),
     "sub": Eager(lambda a, t: f"{a[0]} - {a[1]}",  # number - tensor is torch.rsub: exact
-                 lambda a, t, d: (_pp_method("sub", str).into(a, t, d) if t[0]
-                                  else f"torch.sub({a[1]}, {a[0]}, out={d}).neg_()")),
+                 lambda a, t, d: (f"torch.sub({a[1]}, {a[0]}, out={d}).neg_()" if not t[0]
+                                  else f"{d}.sub_({a[1]})" if d == a[0]
+                                  else f"torch.sub({a[0]}, {a[1]}, out={d})")),
     "div": Eager(_pp_div_fresh, _pp_div_into),
     "pow": _pp_method("pow", lambda a, t: f"torch.pow({a[0]}, {a[1]})"),
     "square": Eager(lambda a, t: f"{a[0]} * {a[0]}",
@@ -173,13 +174,16 @@ PER_PARAM: dict[str, Eager] = {
 
 # ---- foreach: torch._foreach_* over lists; in place into the first operand only -------------
 
-def _fe(fn: str, first_only: bool = True) -> Eager:
+_COMMUTATIVE = commutative_ops()
+
+
+def _fe(fn: str, op: str = "") -> Eager:
     """``torch._foreach_fn(x, ...)``; in place ``torch._foreach_fn_(d, ...)`` when `d` is the
-    first operand (or, for `first_only=False`, either: the op commutes)."""
+    first operand, or the second where `op` commutes (`dsl.rewrites`)."""
     def into(a: list[str], t: list[bool], d: str) -> str | None:
         if d == a[0]:
             return f"torch._foreach_{fn}_({', '.join(a)})"
-        if not first_only and len(a) == 2 and d == a[1]:
+        if op in _COMMUTATIVE and len(a) == 2 and d == a[1]:
             return f"torch._foreach_{fn}_({d}, {a[0]})"
         return None
     return Eager(lambda a, t: f"torch._foreach_{fn}({', '.join(a)})", into)
@@ -192,8 +196,8 @@ def _fe_sub_into(a: list[str], t: list[bool], d: str) -> str | None:
 
 
 FOREACH: dict[str, Eager] = {
-    "add": _fe("add", first_only=False),
-    "mul": _fe("mul", first_only=False),
+    "add": _fe("add", "add"),
+    "mul": _fe("mul", "mul"),
     "sub": Eager(lambda a, t: (f"torch._foreach_sub({a[0]}, {a[1]})" if t[0] else
                                f"torch._foreach_add(torch._foreach_neg({a[1]}), {a[0]})"),
                  _fe_sub_into),
@@ -203,8 +207,8 @@ FOREACH: dict[str, Eager] = {
     "square": Eager(lambda a, t: f"torch._foreach_mul({a[0]}, {a[0]})",
                     lambda a, t, d: f"torch._foreach_mul_({d}, {d})" if d == a[0] else None),
     **{op: _fe(fn) for op, fn in _TORCH_UNARY.items()},
-    "min": _fe("minimum", first_only=False),
-    "max": _fe("maximum", first_only=False),
+    "min": _fe("minimum", "min"),
+    "max": _fe("maximum", "max"),
     "clamp_max": _fe("clamp_max"),
     "clamp_min": _fe("clamp_min"),
     "axpy": Eager(lambda a, t: f"torch._foreach_add({a[0]}, {a[1]}, alpha={a[2]})",
