@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from ..ops import OPS, OpKind
 from ..rewrites import LOWERED, Node, commutative_ops, rule
 from .names import ExportError
@@ -79,15 +81,19 @@ def _infix(symbol: str) -> Callable[[str, str], str]:
     return lambda x, y: f"{x} {symbol} {y}"
 
 
-_TORCH_UNARY = {"neg": "neg", "abs": "abs", "sign": "sign", "sqrt": "sqrt", "rsqrt": "rsqrt",
-                "exp": "exp", "log": "log", "tanh": "tanh", "arctan": "atan"}
-"""Unary elementwise ops that are one torch function (all three paths derive from it)."""
+TORCH_FUNCTIONS = {"neg": "neg", "abs": "abs", "sign": "sign", "sqrt": "sqrt", "rsqrt": "rsqrt",
+                   "exp": "exp", "log": "log", "tanh": "tanh", "arctan": "atan"}
+"""Elementwise ops that are one torch function of tensors, ``torch.<fn>``. One row here is
+their code in every path: pure ``torch.fn(x, ...)``; per parameter the same (a number
+argument as a 0-d tensor), in place ``d.fn_(...)`` or ``out=d``; foreach
+``torch._foreach_fn`` where torch has it (all arguments tensors), else the per-parameter
+form for each tensor."""
 
 PURE: dict[str, Callable[..., str]] = {
     "add": _infix("+"), "sub": _infix("-"), "mul": _infix("*"), "div": _infix("/"),
     "pow": _call("pow"),
     "square": lambda x: f"{x} * {x}",
-    **{op: _call(fn) for op, fn in _TORCH_UNARY.items()},
+    **{op: _call(fn) for op, fn in TORCH_FUNCTIONS.items()},
     "min": _call("minimum"), "max": _call("maximum"),
     "lerp": _call("lerp"),
 }
@@ -105,9 +111,19 @@ class Eager:
     into: Callable[[list[str], list[bool], str], str | None]
 
 
-def _pp_unary(fn: str) -> Eager:
-    return Eager(lambda a, t: f"torch.{fn}({a[0]})",
-                 lambda a, t, d: f"{d}.{fn}_()" if d == a[0] else f"torch.{fn}({a[0]}, out={d})")
+def _tensors(a: list[str], t: list[bool]) -> list[str]:
+    """The arguments, a number as a 0-d tensor like the first tensor argument."""
+    like = next(x for x, is_tensor in zip(a, t) if is_tensor)
+    return [x if is_tensor else f"_scalar_like({x}, {like}, True)" for x, is_tensor in zip(a, t)]
+
+
+def _pp_function(fn: str) -> Eager:
+    def into(a: list[str], t: list[bool], d: str) -> str:
+        args = _tensors(a, t)
+        if d == a[0]:
+            return f"{d}.{fn}_({', '.join(args[1:])})"
+        return f"torch.{fn}({', '.join(args)}, out={d})"
+    return Eager(lambda a, t: f"torch.{fn}({', '.join(_tensors(a, t))})", into)
 
 
 def _pp_method(fn: str, fresh: Callable[[list[str], list[bool]], str]) -> Eager:
@@ -155,7 +171,7 @@ PER_PARAM: dict[str, Eager] = {
     "square": Eager(lambda a, t: f"{a[0]} * {a[0]}",
                     lambda a, t, d: (f"{d}.mul_({d})" if d == a[0]
                                      else f"torch.mul({a[0]}, {a[0]}, out={d})")),
-    **{op: _pp_unary(fn) for op, fn in _TORCH_UNARY.items()},
+    **{op: _pp_function(fn) for op, fn in TORCH_FUNCTIONS.items()},
     # min and max of two tensors; against a scalar they arrive as clamp_max / clamp_min
     "min": Eager(lambda a, t: f"torch.minimum({a[0]}, {a[1]})",
                  lambda a, t, d: f"torch.minimum({a[0]}, {a[1]}, out={d})"),
@@ -189,6 +205,15 @@ def _fe(fn: str, op: str = "") -> Eager:
     return Eager(lambda a, t: f"torch._foreach_{fn}({', '.join(a)})", into)
 
 
+def _fe_function(fn: str) -> Eager:
+    """A `TORCH_FUNCTIONS` op in the foreach path: ``torch._foreach_fn`` on lists only."""
+    if not hasattr(torch, f"_foreach_{fn}"):
+        return Eager(lambda a, t: None, lambda a, t, d: None)
+    plain = _fe(fn)
+    return Eager(lambda a, t: plain.fresh(a, t) if all(t) else None,
+                 lambda a, t, d: plain.into(a, t, d) if all(t) else None)
+
+
 def _fe_sub_into(a: list[str], t: list[bool], d: str) -> str | None:
     if t[0]:
         return f"torch._foreach_sub_({d}, {a[1]})" if d == a[0] else None
@@ -206,7 +231,7 @@ FOREACH: dict[str, Eager] = {
     "pow": _fe("pow"),
     "square": Eager(lambda a, t: f"torch._foreach_mul({a[0]}, {a[0]})",
                     lambda a, t, d: f"torch._foreach_mul_({d}, {d})" if d == a[0] else None),
-    **{op: _fe(fn) for op, fn in _TORCH_UNARY.items()},
+    **{op: _fe_function(fn) for op, fn in TORCH_FUNCTIONS.items()},
     "min": _fe("minimum", "min"),
     "max": _fe("maximum", "max"),
     "clamp_max": _fe("clamp_max"),
