@@ -121,9 +121,6 @@ class _Builder:
             self.a.constants.append(float(v))
         return f"k[{self.const_index[key]}]"
 
-    def scalar_arg_code(self, arg: Arg) -> str:
-        return self.scalar_code[arg] if isinstance(arg, str) else self.const_code(arg)
-
     def new_scalar(self, op: str, codes: list[str]) -> str:
         if not is_elementwise(op):
             self.a.helpers.add(form("scalar", op).name)
@@ -230,8 +227,13 @@ def analyse(p: Program) -> Analysis:
                 a.scalar_lines[-1] += f"  # {b.comment}"
             continue
         val = _lowered(s.op, tuple(b.as_val(x) for x in s.args), b.tensor_node)
-        b.env[s.target] = b.slot(val)
-        b.scalar_code.pop(s.target, None)
+        if isinstance(val, Val) and val.is_tensor:
+            b.env[s.target] = val
+            b.scalar_code.pop(s.target, None)
+        else:  # a rule whose replacement drops the tensor arguments (none does today)
+            b.scalar_code[s.target] = (val.code if isinstance(val, _Scalar)
+                                       else b.folded(float(val)))  # type: ignore[arg-type]
+            b.env.pop(s.target, None)
 
     a.step = b.slot(b.as_val(p.returns[0]))
     for k, ret in enumerate(p.returns[1:]):
