@@ -1,6 +1,7 @@
 """Step time of exported optimizers against the references they replace (not a test).
 
     python bench/export_speed.py [--tensors 60] [--size 200000] [--threads 2] [--rounds 30]
+                                 [--baseline /path/to/another/checkout]
 
 Every contender owns a copy of the same parameters (60 float32 tensors of 200,000 entries,
 12M parameters by default) and reads the same gradients. After warm-up (which includes
@@ -13,14 +14,24 @@ to other processes on the machine). The issue's targets:
   exported AdamW, compile=True   <= 1.1 x torch.optim.AdamW(fused=True)
   exported Lion,  compile=True   <= 0.5 x lion_pytorch.Lion
   exported AdamW, default path   <= 1.2 x torch.optim.AdamW(foreach=False)
+
+With --baseline DIR, the exports of another optforge checkout (DIR, e.g. the main branch)
+run in the same rounds, each right after this checkout's export of the same rule and path,
+and the ratios "this checkout / baseline" are printed too. The baseline's exported sources
+are made by a subprocess that imports DIR's optforge; they need only torch, so both load in
+this process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -58,6 +69,24 @@ def handwritten_compiled_lion():
     return CompiledLion
 
 
+def baseline_classes(checkout: str) -> dict[str, type]:
+    """AdamW and Lion as exported by the optforge checkout at `checkout`."""
+    code = ("import json; from optforge import seeds; "
+            "from optforge.dsl.export import export_module; "
+            "print(json.dumps({n: export_module(seeds.load_seed(n), c) "
+            "for n, c in (('adamw', 'AdamW'), ('lion', 'Lion'))}))")
+    env = dict(os.environ, PYTHONPATH=str(Path(checkout).resolve()))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=checkout, check=True,
+                         capture_output=True, text=True).stdout
+    classes = {}
+    for name, source in json.loads(out).items():
+        module = types.ModuleType(f"baseline_{name}")
+        sys.modules[module.__name__] = module
+        exec(compile(source, f"<baseline {name}>", "exec"), module.__dict__)  # noqa: S102
+        classes[name] = getattr(module, module.__all__[0])
+    return classes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tensors", type=int, default=60)
@@ -65,6 +94,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--baseline", help="another optforge checkout to compare exports with")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -87,6 +117,27 @@ def main() -> None:
         "exported Lion compile=True": lambda ps: Lion(ps, lr=1e-4, compile=True),
         "hand-written compiled Lion": lambda ps: handwritten_compiled_lion()(ps, lr=1e-4),
     }
+    pairs = [("exported AdamW compile=True", "torch AdamW fused=True", 1.1),
+             ("exported Lion compile=True", "lion-pytorch Lion", 0.5),
+             ("exported AdamW default", "torch AdamW foreach=False", 1.2),
+             ("exported AdamW foreach=True", "torch AdamW foreach=True", None),
+             ("exported Lion compile=True", "hand-written compiled Lion", None)]
+    if args.baseline:
+        base = baseline_classes(args.baseline)
+        ordered = {}
+        for name, make in contenders.items():
+            ordered[name] = make
+            kw = ({"compile": True} if "compile=True" in name else
+                  {"foreach": True} if "foreach=True" in name else {})
+            if name.startswith("exported AdamW"):
+                ordered["baseline " + name[len("exported "):]] = (
+                    lambda ps, kw=kw: base["adamw"](ps, lr=1e-3, **kw))
+            elif name.startswith("exported Lion"):
+                ordered["baseline " + name[len("exported "):]] = (
+                    lambda ps, kw=kw: base["lion"](ps, lr=1e-4, **kw))
+        contenders = ordered
+        pairs += [(n, "baseline " + n[len("exported "):], None)
+                  for n in contenders if n.startswith("exported ")]
     optimizers = {}
     for name, make in contenders.items():
         params = [torch.nn.Parameter(w.clone()) for w in start]
@@ -112,14 +163,9 @@ def main() -> None:
 
     print(f"\nmedian step time over {args.rounds} interleaved rounds:")
     for name, ms in median.items():
-        print(f"  {name:30s} {ms:8.2f} ms")
+        print(f"  {name:34s} {ms:8.2f} ms")
     print("\nratios (same run): ratio of medians | median of per-round ratios")
-    for ours, ref, target in [
-            ("exported AdamW compile=True", "torch AdamW fused=True", 1.1),
-            ("exported Lion compile=True", "lion-pytorch Lion", 0.5),
-            ("exported AdamW default", "torch AdamW foreach=False", 1.2),
-            ("exported AdamW foreach=True", "torch AdamW foreach=True", None),
-            ("exported Lion compile=True", "hand-written compiled Lion", None)]:
+    for ours, ref, target in pairs:
         ratio = median[ours] / median[ref]
         paired = statistics.median(a / b for a, b in zip(times[ours], times[ref]))
         verdict = "" if target is None else (f"  target <= {target}: "

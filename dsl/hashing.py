@@ -3,8 +3,9 @@
 * `structural_hash`: the dataflow graph from the inputs to the returns, as a Merkle hash.
   Variable names, statement order of independent statements and dead code do not change it.
 * `canonical_hash`: the same after normalising what cannot change behaviour: constant
-  folding, sorted arguments of commutative ops (`add mul min max`), the symmetry
+  folding, sorted arguments of commutative ops, the symmetry
   ``interp(x, y, a) == interp(y, x, 1 - a)``, and dropping state that never affects the step.
+  Commutativity and the interp symmetry are rules of `dsl.rewrites`, read from there.
 * `fingerprint`: behaviour. The rule runs in float64 for a few steps on fixed probe problems
   (a matrix and a vector parameter on a noisy quadratic) and the trajectory, rounded to 6
   significant digits, is hashed; two rules with equal fingerprints behave the same on the
@@ -21,10 +22,13 @@ from .checker import live_states
 from .interpreter import init_state, run_step
 from .ir import INPUTS, Arg, Program
 from .ops import fold_constant
+from .rewrites import commutative_ops, interp_weight_complement
 
-__all__ = ["structural_hash", "canonical_hash", "fingerprint", "probe_trajectory"]
+__all__ = ["canonical_hash", "fingerprint", "probe_trajectory", "structural_hash"]
 
-_COMMUTATIVE = frozenset({"add", "mul", "min", "max"})
+_COMMUTATIVE = commutative_ops()  # op(x, y) == op(y, x): arguments sorted
+# interp(x, y, a) == interp(y, x, c - a): the swapped argument positions and c
+_SWAP_FIRST, _SWAP_SECOND, _COMPLEMENT = interp_weight_complement()
 
 
 def _digest(*parts: bytes) -> bytes:
@@ -77,17 +81,17 @@ def canonical_hash(p: Program) -> str:
     def arg(a: Arg) -> bytes | float:
         return values[a] if isinstance(a, str) else float(a)
 
-    complements: dict[bytes, bytes | float] = {}  # digest of `1 - a` -> a
+    complements: dict[bytes, bytes | float] = {}  # digest of `c - a` -> a
 
     def key(v: bytes | float) -> bytes:
         return _canonical_const(v) if isinstance(v, float) else v
 
-    def one_minus(a: bytes | float) -> bytes | float:
+    def complement(a: bytes | float) -> bytes | float:
         if isinstance(a, float):
-            return 1.0 - a
-        if a in complements:  # 1 - (1 - b) = b
+            return _COMPLEMENT - a
+        if a in complements:  # c - (c - b) = b
             return complements[a]
-        d = _digest(b"sub", key(1.0), a)
+        d = _digest(b"sub", key(_COMPLEMENT), a)
         complements[d] = a
         return d
 
@@ -96,14 +100,14 @@ def canonical_hash(p: Program) -> str:
             folded = fold_constant(op, args)
             if folded is not None:
                 return folded
-        if op == "sub" and args[0] == 1.0:
-            return one_minus(args[1])
+        if op == "sub" and args[0] == _COMPLEMENT:
+            return complement(args[1])
         if op == "interp":
-            x, y, a = args
+            x, y, a = args[_SWAP_FIRST], args[_SWAP_SECOND], args[2]
             if key(x) == key(y):  # interp(x, x, a) = x
                 return x
             if key(x) > key(y):  # interp(x, y, a) = interp(y, x, 1 - a)
-                args = [y, x, one_minus(a)]
+                args = [y, x, complement(a)]
         keys = [key(a) for a in args]
         if op == "interp" and isinstance(args[2], float):
             keys[2] = _interp_weight(args[2])
