@@ -169,6 +169,10 @@ def _rms(x, dims):
     return x.abs() if dims is None else x.square().mean(dim=dims, keepdim=True).sqrt()
 
 
+def _logsumexp(x, dims):
+    return x if dims is None else torch.logsumexp(x, dim=dims, keepdim=True)
+
+
 def matrix_view(lead: int, x: torch.Tensor) -> torch.Tensor:
     """The ``rows x cols`` matrix view of each replica of `x` (see module doc)."""
     shape = x.shape[lead:]
@@ -282,6 +286,12 @@ _TABLE: tuple[Op, ...] = (
     _op("arctan", 1, E, "torch.atan({0})", sympy.atan, "\\arctan\\left({0}\\right)", 3,
         "all reals",
         params=("x",), doc="arctangent"),
+    _op("atan2", 2, E, "torch.atan2({0}, {1})", sympy.atan2,
+        "\\operatorname{{atan2}}({0}, {1})", 3,
+        "all reals: the angle of the point (x, y) in (-pi, pi]; atan2(0, 0) = 0, "
+        "atan2(0, -0.0) = pi; nan in either argument gives nan",
+        params=("y", "x"),
+        doc="the angle of the point (x, y): arctan(y / x) in the right quadrant"),
     _op("clip", 3, E, "torch.minimum(torch.maximum({0}, {1}), {2})",
         lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi),
         "\\operatorname{{clip}}({0}, {1}, {2})", 2,
@@ -317,6 +327,12 @@ _TABLE: tuple[Op, ...] = (
         "\\langle {0}, {1} \\rangle", 3, "sum(x * y) over the tensor",
         params=("x", "y"), doc="inner product of two tensors, sum(x * y)",
         definition=r"\textstyle\sum_i x_i y_i"),
+    _op("logsumexp", 1, R, lambda lead, x: _broadcast_reduction(lead, x, _logsumexp),
+        _opaque("logsumexp"), "\\operatorname{{logsumexp}}({0})", 3,
+        "log(sum(exp(x))) over the tensor, computed without overflow (torch.logsumexp); "
+        "logsumexp of a scalar is itself; -inf when every entry is -inf",
+        params=("x",), doc="log of the sum of exp over the tensor: a smooth maximum",
+        definition=r"\log \textstyle\sum_i e^{x_i}"),
     # matrix ops on the matrix view (see module doc)
     _op("orth", 1, M, _orth, _opaque("orth"), "\\operatorname{{orth}}({0})", 8,
         "Newton–Schulz (5 quintic steps, Muon's coefficients) towards U V^T of the matrix "

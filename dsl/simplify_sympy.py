@@ -9,6 +9,7 @@ import math
 import sympy
 from sympy.core.operations import LatticeOp
 
+from . import rewrites
 from .ops import OPS, op_for
 from .printer import Expr, Node
 from .simplify_bounds import (
@@ -148,15 +149,33 @@ def _from_sympy(e: sympy.Expr, symbols: dict[str, sympy.Symbol]) -> Expr | None:
         if op is not None:
             arity = OPS[op].arity
             if len(x.args) == arity:
-                return Node(op, tuple(go(a) for a in x.args))
+                return _folded(Node(op, tuple(go(a) for a in x.args)))
             if arity == 2 and isinstance(x, LatticeOp):  # Min(a, b, c): a chain
-                return _chain(op, [go(a) for a in x.args])
+                return _folded(_chain(op, [go(a) for a in x.args]))
         raise ValueError(f"no op for {x.func}")
 
     try:
         return go(e)
     except ValueError:
         return None
+
+
+def _folded(node: Expr) -> Expr:
+    """``min(max(x, lo), hi)`` back to ``clip(x, lo, hi)`` by the rewrite table's
+    `clip_is_min_max` fact, in any argument order of min and max (both commute), with a
+    number as a bound rather than as `x` when it can be; any other node as it is."""
+    if not (isinstance(node, Node) and node.op == "min"):
+        return node
+    found = []
+    for inner, hi in (node.children, node.children[::-1]):
+        if isinstance(inner, Node) and inner.op == "max":
+            for args in (inner.children, inner.children[::-1]):
+                clip = rewrites.apply("clip_is_min_max", Node("min", (Node("max", args), hi)),
+                                      reverse=True, make=Node)
+                if clip is not None:
+                    found.append(clip)
+    found.sort(key=lambda c: isinstance(c.children[0], float))  # stable: x a number last
+    return found[0] if found else node
 
 
 def _is_negative(term: sympy.Expr) -> bool:

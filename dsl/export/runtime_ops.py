@@ -34,6 +34,13 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.square().mean(dim=tuple(range(x.dim())), keepdim=True).sqrt()
 
 
+def _logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """log(sum(exp(x))) over the whole tensor, in a broadcastable shape; x for a 0-d x."""
+    if x.dim() == 0:
+        return x
+    return torch.logsumexp(x, dim=tuple(range(x.dim())), keepdim=True)
+
+
 def _mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over the whole tensor, in a broadcastable shape."""
     if x.dim() == 0:

@@ -53,6 +53,7 @@ class Helper:
 HELPERS: dict[str, Helper] = {
     "norm": Helper("_norm", True),
     "rms": Helper("_rms", True),
+    "logsumexp": Helper("_logsumexp", True),
     "mean": Helper("_mean", True),
     "dot": Helper("_sum", True, lambda x, y: f"{x} * {y}"),
     "orth": Helper("_orth", False),
@@ -82,7 +83,8 @@ def _infix(symbol: str) -> Callable[[str, str], str]:
 
 
 TORCH_FUNCTIONS = {"neg": "neg", "abs": "abs", "sign": "sign", "sqrt": "sqrt", "rsqrt": "rsqrt",
-                   "exp": "exp", "log": "log", "tanh": "tanh", "arctan": "atan"}
+                   "exp": "exp", "log": "log", "tanh": "tanh", "arctan": "atan",
+                   "atan2": "atan2"}
 """Elementwise ops that are one torch function of tensors, ``torch.<fn>``. One row here is
 their code in every path: pure ``torch.fn(x, ...)``; per parameter the same (a number
 argument as a 0-d tensor), in place ``d.fn_(...)`` or ``out=d``; foreach
