@@ -21,12 +21,13 @@ path is an `ExportError` naming both; `missing_forms` lists every gap (a test ke
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from ..ops import OPS, OpKind
+from ..ops import OPS, Op, OpKind
 from ..rewrites import LOWERED, Node, commutative_ops, rule
 from .names import ExportError
 
@@ -82,20 +83,33 @@ def _infix(symbol: str) -> Callable[[str, str], str]:
     return lambda x, y: f"{x} {symbol} {y}"
 
 
-TORCH_FUNCTIONS = {"neg": "neg", "abs": "abs", "sign": "sign", "sqrt": "sqrt", "rsqrt": "rsqrt",
-                   "exp": "exp", "log": "log", "tanh": "tanh", "arctan": "atan",
-                   "atan2": "atan2"}
-"""Elementwise ops that are one torch function of tensors, ``torch.<fn>``. One row here is
-their code in every path: pure ``torch.fn(x, ...)``; per parameter the same (a number
-argument as a 0-d tensor), in place ``d.fn_(...)`` or ``out=d``; foreach
-``torch._foreach_fn`` where torch has it (all arguments tensors), else the per-parameter
-form for each tensor."""
+_ONE_CALL = re.compile(r"torch\.(\w+)\((.*)\)")
+
+
+def _one_torch_function(op: Op) -> str | None:
+    """``fn`` when the op table writes elementwise `op` as ``torch.fn({0}, {1}, ...)``, its
+    arguments in order; else None."""
+    found = _ONE_CALL.fullmatch(op.torch_expr or "")
+    in_order = ", ".join(f"{{{i}}}" for i in range(op.arity))
+    return found.group(1) if found and found.group(2) == in_order else None
+
+
+TORCH_FUNCTIONS = {"neg": "neg", "abs": "abs",  # the op table writes these as -x and x.abs()
+                   **{name: fn for name, op in OPS.items()
+                      if op.kind is OpKind.ELEMENTWISE and (fn := _one_torch_function(op))}}
+"""Elementwise ops that are one torch function of tensors, ``torch.<fn>``, read off the op
+table's `torch_expr` (a new op written ``torch.fn({0}, ...)`` needs nothing here). Their
+code in every path: pure ``torch.fn(x, ...)``; per parameter the same (a number argument as
+a 0-d tensor), in place ``d.fn_(...)`` or ``out=d``; foreach ``torch._foreach_fn`` where
+torch has it (all arguments tensors), else the per-parameter form for each tensor. The
+tables below list these first, so an op with a form of its own there (pow, min, max: the
+clamp rules) keeps it."""
 
 PURE: dict[str, Callable[..., str]] = {
+    **{op: _call(fn) for op, fn in TORCH_FUNCTIONS.items()},
     "add": _infix("+"), "sub": _infix("-"), "mul": _infix("*"), "div": _infix("/"),
     "pow": _call("pow"),
     "square": lambda x: f"{x} * {x}",
-    **{op: _call(fn) for op, fn in TORCH_FUNCTIONS.items()},
     "min": _call("minimum"), "max": _call("maximum"),
     "lerp": _call("lerp"),
 }
@@ -161,6 +175,7 @@ def _pp_clamp(bound: str) -> Eager:
 
 
 PER_PARAM: dict[str, Eager] = {
+    **{op: _pp_function(fn) for op, fn in TORCH_FUNCTIONS.items()},
     # add and mul arrive with a tensor first (the lowering commutes them)
     "add": _pp_method("add", lambda a, t: f"{a[0]} + {a[1]}"),
     "mul": _pp_method("mul", lambda a, t: f"{a[0]} * {a[1]}"),
@@ -173,7 +188,6 @@ PER_PARAM: dict[str, Eager] = {
     "square": Eager(lambda a, t: f"{a[0]} * {a[0]}",
                     lambda a, t, d: (f"{d}.mul_({d})" if d == a[0]
                                      else f"torch.mul({a[0]}, {a[0]}, out={d})")),
-    **{op: _pp_function(fn) for op, fn in TORCH_FUNCTIONS.items()},
     # min and max of two tensors; against a scalar they arrive as clamp_max / clamp_min
     "min": Eager(lambda a, t: f"torch.minimum({a[0]}, {a[1]})",
                  lambda a, t, d: f"torch.minimum({a[0]}, {a[1]}, out={d})"),
@@ -223,6 +237,7 @@ def _fe_sub_into(a: list[str], t: list[bool], d: str) -> str | None:
 
 
 FOREACH: dict[str, Eager] = {
+    **{op: _fe_function(fn) for op, fn in TORCH_FUNCTIONS.items()},
     "add": _fe("add", "add"),
     "mul": _fe("mul", "mul"),
     "sub": Eager(lambda a, t: (f"torch._foreach_sub({a[0]}, {a[1]})" if t[0] else
@@ -233,7 +248,6 @@ FOREACH: dict[str, Eager] = {
     "pow": _fe("pow"),
     "square": Eager(lambda a, t: f"torch._foreach_mul({a[0]}, {a[0]})",
                     lambda a, t, d: f"torch._foreach_mul_({d}, {d})" if d == a[0] else None),
-    **{op: _fe_function(fn) for op, fn in TORCH_FUNCTIONS.items()},
     "min": _fe("minimum", "min"),
     "max": _fe("maximum", "max"),
     "clamp_max": _fe("clamp_max"),

@@ -103,3 +103,27 @@ def test_newton_schulz_batched_equals_one_by_one():
     batched = newton_schulz(m)
     for r in range(3):
         torch.testing.assert_close(batched[r], newton_schulz(m[r]))
+
+
+def test_atan2_is_the_angle_in_the_right_quadrant():
+    import math
+
+    from optforge.dsl.ops import OPS
+    y = torch.tensor([1.0, 1.0, -1.0, -1.0, 0.0, 0.0], dtype=torch.float64)
+    x = torch.tensor([1.0, -1.0, -1.0, 1.0, 0.0, -1.0], dtype=torch.float64)
+    got = OPS["atan2"].torch_fn(0, y, x)
+    want = [math.atan2(a, b) for a, b in zip(y.tolist(), x.tolist())]
+    assert got.tolist() == want
+
+
+def test_logsumexp_is_a_reduction_that_does_not_overflow():
+    from optforge.dsl.ops import OPS
+    x = torch.tensor([[1000.0, 1000.0], [999.0, -5.0]], dtype=torch.float64)
+    got = OPS["logsumexp"].torch_fn(0, x)
+    m = x.max()
+    want = m + torch.log(torch.exp(x - m).sum())
+    assert got.shape == x.shape and torch.isfinite(got).all()
+    assert torch.allclose(got, want.expand_as(x), rtol=0, atol=1e-12)
+    # over the non-replica axes only, one value per replica
+    reps = OPS["logsumexp"].torch_fn(1, torch.stack([x, x - 1000.0]))
+    assert torch.allclose(reps[1], reps[0] - 1000.0, rtol=0, atol=1e-9)
