@@ -13,7 +13,10 @@ from . import dsl, seeds
 
 def load_rule(spec: str | os.PathLike) -> dsl.Program:
     """A checked rule: from a rule file (a path, or a name ending in .rule) or a seed name
-    (`optforge.seeds.seed_names()`); `ValueError` for a name that is neither."""
+    (`optforge.seeds.seed_names()`), by the resolver every command uses
+    (`optforge.seeds.resolve_rule`, whose docstring states the precedence); `ValueError`
+    (`seeds.UnknownRule`) for a name that is neither, `optforge.dsl.RuleError` for a bad or
+    missing file."""
     return seeds.load_rule(spec)
 
 

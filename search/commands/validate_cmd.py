@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from typing import Any, Mapping
 
@@ -52,16 +51,12 @@ def register(sub) -> None:
 
 
 def resolve(arg: str, db: str | None):
-    """``(program, where it came from)``: a rule file (positioned errors), else a seed, else
-    a stored program; a `UserError` for anything else."""
+    """``(program, where it came from)``: the checked rule `arg` names (`seeds.resolve_rule`:
+    a rule file, a seed, or a stored program); a `UserError` for anything else."""
     from optforge import dsl
 
-    from .eval_cmd import load_rule
     from .seeds_export import resolve_rule
 
-    if os.path.isfile(arg):
-        program = load_rule(arg)
-        return program, f"rule file {os.path.basename(arg)}"
     resolved = resolve_rule(arg, db)
     return dsl.ensure_valid(resolved.program), resolved.provenance
 

@@ -241,3 +241,9 @@ def test_a_twin_of_a_child_in_flight_is_not_trained_again(tmp_path, monkeypatch)
             in_flight.clear()
         assert c.counters.rejections == {"duplicate in flight": 2}
         assert c.draw().program.name == "c3"
+
+
+def test_the_reference_history_is_the_pinned_one(reference):
+    """The same campaign on SQLite as on the memory store, as before the engine's split."""
+    from .test_engine_parts import PINNED, assert_pinned
+    assert_pinned(reference[1], PINNED["plain"])
