@@ -92,7 +92,7 @@ def run_eval(args) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(format_result(result))
-    return 0 if result.status == "ok" else 1
+    return 0 if result.status == evaluators.Status.OK else 1
 
 
 def _num(x: float | None, fmt: str) -> str:

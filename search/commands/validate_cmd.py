@@ -92,7 +92,9 @@ def run_validate(args) -> int:
             "comparators trained and cached for this suite version"
         print(f"\n{report.result.wall_time:.1f} s of training for the rule, {elapsed:.1f} s "
               f"in all; {how}")
-    return 0 if report.status == "ok" else 1
+    from optforge.evaluators import Status
+
+    return 0 if report.status == Status.OK else 1
 
 
 # ---- formatting, shared with `optforge show` and `optforge run` --------------------------------
