@@ -11,7 +11,7 @@ from optforge.store import CampaignRecord, Checkpoint, EvaluationRecord
 
 __all__ = ["COUNTERS", "StageCount", "Stats", "stats_of"]
 
-# The search's counters (`search.engine.Counters`) the statistics show, in this order.
+# The search's counters (`search.counters.Counters`) the statistics show, in this order.
 COUNTERS = (("children", "children drawn"),
             ("proposed", "valid children that reached the caches"),
             ("screenings", "screenings (stage-0 trainings)"),
