@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pytest
 from optforge.dsl.kernel import compile_kernel
-from optforge.evaluators import EvaluatorPool, SlotSpec, Status, evaluate, evaluate_many
+from optforge.evaluators import (
+    EvaluatorPool,
+    SlotSpec,
+    Status,
+    Suite,
+    evaluate,
+    evaluate_many,
+)
 from optforge.evaluators import get_suite as suite_named
 from optforge.evaluators.grouping import (
     CPU_GROUP_SIZE,
@@ -157,9 +164,11 @@ def test_grouped_evaluation_equals_one_candidate_per_job(group_pool, tiny, tiny_
 
 def test_a_group_whose_worker_dies_costs_only_the_candidate_that_killed_it(
         group_pool, tiny, cache):
+    """Every group holding it kills its worker, so two tasks are enough."""
+    suite = Suite("grouptest", (tiny.task("quadratic"), tiny.task("rosenbrock")))
     lion = seeds.load_seed("lion")
     programs = [lion, renamed(lion, "crash_exit"), seeds.load_seed("adamw")]
-    results = {r.index: r for r in evaluate_many(programs, tiny, pool=group_pool,
+    results = {r.index: r for r in evaluate_many(programs, suite, pool=group_pool,
                                                  cache=cache, group_size=3)}
     assert sorted(results) == [0, 1, 2]
     assert results[1].status == Status.ERROR.value
