@@ -17,6 +17,11 @@ One job per slot at a time buys two things:
   as a ``timeout`` run. The limit counts from the job's start on a warm worker: a fresh
   worker first runs a no-op to show it is up, and only then gets jobs.
 
+A job is a `Job` or a `GroupJob` (several candidates on one task, trained together:
+`evaluators.population`); a group job comes back as one run per candidate, and when its
+worker dies or overruns, as one failed run per candidate (the evaluator then runs them
+again one per job, to find the one at fault).
+
 Workers start lazily: a slot starts its worker when a job is there for it (a pool of 8
 slots given 2 jobs starts 2 processes), and a slot whose worker died or was killed starts a
 new one only for its next job. Workers are reused across calls (data and compiled kernels

@@ -215,6 +215,7 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
                         keep(ok)
                         grads = [g[ok] for g in grads]
                 lr = batch.lr * lr_factors[k]
+                t = t_values[k]
         except Exception as e:
             if len(members) > 1:
                 raise _SharedFailure(str(e)) from e
@@ -238,7 +239,7 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
                 began = clock()
                 try:
                     _update(member.kernel, batch, rows, grads, g_flat, lr, lr_col,
-                            states[m], bounds[m], flat_mode[m], t_values[k])
+                            states[m], bounds[m], flat_mode[m], t)
                     steps[m] = k + 1
                 except Exception as e:  # noqa: BLE001 - whatever the rule raises is its own
                     errors[m] = _describe(e)
