@@ -275,15 +275,18 @@ def _run_candidates(candidates: Iterable[tuple[Program, str]],
             drawn = draw()
             if not drawn:
                 return
-            for name in dict.fromkeys(programs[i][1].name for i in drawn):
-                members = tuple(i for i in drawn if programs[i][1].name == name)
+            # (a candidate may be settled, and forgotten, before all its jobs are drawn)
+            entries = {i: programs[i][:2] for i in drawn}
+            for name in dict.fromkeys(suite.name for _, suite in entries.values()):
+                group = tuple(i for i in drawn if entries[i][1].name == name)
                 for t in _task_order(suites[name][0], seconds):
+                    members = tuple(i for i in group if i in runs) or group[:1]
                     if len(members) == 1:
-                        yield (members[0], t.name), Job(programs[members[0]][0], t, hyper,
+                        yield (members[0], t.name), Job(entries[members[0]][0], t, hyper,
                                                         time_budget_s)
                     else:
                         yield (members, t.name), GroupJob(
-                            tuple(programs[i][0] for i in members), t, hyper, time_budget_s)
+                            tuple(entries[i][0] for i in members), t, hyper, time_budget_s)
 
     def accept(index: int, task_name: str, run: TaskRun) -> EvalResult | None:
         if index not in runs or task_name in runs[index]:
