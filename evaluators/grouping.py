@@ -20,8 +20,15 @@ import torch
 from .models import Problem, build_problem
 from .tasks import Suite, Task
 
-__all__ = ["CPU_GROUP_SIZE", "CUDA_MAX_GROUP", "CUDA_MEMORY_FRACTION", "group_size",
-           "chunk_size", "replica_bytes", "fit"]
+__all__ = [
+    "CPU_GROUP_SIZE",
+    "CUDA_MAX_GROUP",
+    "CUDA_MEMORY_FRACTION",
+    "chunk_size",
+    "fit",
+    "group_size",
+    "replica_bytes",
+]
 
 CPU_GROUP_SIZE = 8
 CUDA_MAX_GROUP = 64
