@@ -15,7 +15,12 @@ Four figures, each a ratio against a reference measured in the same run:
 4. seconds of training per candidate;
 5. the cost of a candidate on the suite against `small` as it was before the fidelity
    redesign (`bench/legacy_suites.py`): the same rules trained on both, interleaved, in
-   one single-thread process (`--only-cost` prints this figure alone).
+   one single-thread process (`--only-cost` prints this figure alone);
+6. population batching: candidates per minute on the pool when each task of `--group`
+   candidates trains as one batched model (`evaluators.population`), against one
+   candidate per job, on the same pool in the same run, rounds interleaved (one of each,
+   then the other order, ...); the results of both are checked identical
+   (`--only-batched` prints this figure alone).
 
 The machine may be shared: the load average is printed with the figures.
 """
@@ -162,6 +167,42 @@ def legacy_cost(suite_name: str, rounds: int) -> None:
           f"median of {rounds} rounds {ratios[len(ratios) // 2]:.2f}x)")
 
 
+SEED_MIX = ["adamw", "lion", "sgd_momentum", "adam", "signum", "rmsprop", "adabelief",
+            "lamb", "muon", "adafactor", "nesterov", "yogi"]
+
+
+def batched_rate(suite_name: str, workers: int, n: int, group: int, rounds: int) -> None:
+    """Figure 6 (module doc)."""
+    from optforge.evaluators.grouping import CPU_GROUP_SIZE
+
+    group = group or CPU_GROUP_SIZE
+    programs = [seeds.load_seed(SEED_MIX[i % len(SEED_MIX)]) for i in range(n)]
+    torch.set_num_threads(1)
+    evaluators.ensure_baselines(evaluators.get_suite(suite_name))  # cached before timing
+    seconds = {1: 0.0, group: 0.0}
+    results = {}
+    with evaluators.EvaluatorPool(workers) as pool:
+        list(evaluators.evaluate_many(programs[:workers], suite_name, pool=pool,
+                                      group_size=1))  # warm up the workers
+        for k in range(rounds):
+            order = (1, group) if k % 2 == 0 else (group, 1)
+            for size in order:
+                t = time.perf_counter()
+                out = list(evaluators.evaluate_many(programs, suite_name, pool=pool,
+                                                    group_size=size))
+                seconds[size] += time.perf_counter() - t
+                results[size] = sorted(((r.index, r.status, r.score,
+                                         tuple(x.loss for x in r.tasks)) for r in out),
+                                       key=lambda x: x[0])
+    same = repr(results[1]) == repr(results[group])
+    single = 60 * n * rounds / seconds[1]
+    batched = 60 * n * rounds / seconds[group]
+    print(f"6. population batching on {suite_name}, {workers} workers, {n} candidates "
+          f"({', '.join(sorted(set(SEED_MIX[:n])))}), {rounds} rounds: "
+          f"{batched:.1f} candidates/min in groups of {group} vs {single:.1f}/min one "
+          f"candidate per job: {batched / single:.2f}x; results identical: {same}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", default="small", choices=evaluators.SUITES)
@@ -169,9 +210,20 @@ def main() -> int:
     ap.add_argument("--candidates", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of figure 5")
     ap.add_argument("--only-cost", action="store_true", help="print figure 5 alone")
+    ap.add_argument("--group", type=int, default=0,
+                    help="candidates per group job in figure 6 (default: the CPU default)")
+    ap.add_argument("--batched-candidates", type=int, default=16)
+    ap.add_argument("--batched-rounds", type=int, default=2)
+    ap.add_argument("--only-batched", action="store_true", help="print figure 6 alone")
     args = ap.parse_args()
     if args.only_cost:
         legacy_cost(args.suite, args.rounds)
+        return 0
+    if args.only_batched:
+        print(f"{os.cpu_count()} cores; load average {load()}")
+        batched_rate(args.suite, args.workers, args.batched_candidates, args.group,
+                     args.batched_rounds)
+        print(f"load average at the end: {load()}")
         return 0
     suite = evaluators.get_suite(args.suite)
     kernel = compile_kernel(seeds.load_seed("adamw"))
@@ -183,6 +235,8 @@ def main() -> int:
         mlp_flops(suite, kernel, threads, matmul_peak(threads))
     pool_rate(args.suite, args.workers, args.candidates)
     legacy_cost(args.suite, args.rounds)
+    batched_rate(args.suite, args.workers, args.batched_candidates, args.group,
+                 args.batched_rounds)
     print(f"load average at the end: {load()}")
     return 0
 

@@ -11,13 +11,15 @@ every replica failed gets that failure as its status (``diverged``, ``nan``, ``t
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
 
 from optforge.dsl import Program, parse
 from optforge.dsl.kernel import compile_kernel
 
-from .jobs import Job, error_run, hyper_items, run_job
+from .grouping import group_size as default_group_size
+from .jobs import GroupJob, Job, error_run, hyper_items, run_job
 from .pool import HARD_LIMIT, WORKER_DIED, EvaluatorPool
 from .scoring import (
     BASELINE_RULES,
@@ -165,22 +167,27 @@ def evaluate_many(candidates: Iterable[Program], suite: str | Suite = "small", *
                   hyper: Mapping[str, float] | None = None,
                   time_budget_s: float | None = None,
                   cache: str | os.PathLike | None = None,
-                  progress: Callable[[str], None] | None = None) -> Iterator[EvalResult]:
+                  progress: Callable[[str], None] | None = None,
+                  group_size: int | None = None) -> Iterator[EvalResult]:
     """Evaluate candidates in parallel, yielding each `EvalResult` as soon as its last task
     finishes (not in input order: use `EvalResult.index`).
 
     Runs on `pool` if given (it stays open), else on a pool of `workers` processes made and
-    closed here. `candidates` is consumed lazily, one candidate whenever a worker is idle
-    and no job is waiting, so a generator may produce children from the results seen so
-    far. The heavier tasks of a candidate are dispatched first, so they do not finish last.
-    A worker that dies costs only the candidate it was running: that candidate's result
-    has status ``error`` (``timeout`` if it hung past the pool's hard limit), its remaining
-    tasks are skipped, and the pool goes on.
+    closed here. `candidates` is consumed lazily: whenever a worker is idle and no job is
+    waiting, up to `group_size` more candidates are drawn, and each task of theirs is one
+    group job (`evaluators.jobs.GroupJob`) that trains them together as one batched model,
+    with results identical to training each alone. `group_size` None: the pool's device
+    decides (`evaluators.grouping.group_size`); 1: one candidate per job. So a generator
+    may produce children from the results seen so far. The heavier tasks are dispatched
+    first, so they do not finish last. A worker that dies costs only the candidate it was
+    running: a group job whose worker dies (or hangs past the pool's hard limit) is run
+    again one candidate per job; that candidate's result has status ``error``
+    (``timeout`` if it hung), its remaining tasks are skipped, and the pool goes on.
     """
     name = suite.name if isinstance(suite, Suite) else suite
     yield from evaluate_on_suites(((p, name) for p in candidates), (suite,), workers=workers,
                                   pool=pool, hyper=hyper, time_budget_s=time_budget_s,
-                                  cache=cache, progress=progress)
+                                  cache=cache, progress=progress, group_size=group_size)
 
 
 def evaluate_on_suites(candidates: Iterable[tuple[Program, str]], suites: Iterable[str | Suite],
@@ -188,11 +195,14 @@ def evaluate_on_suites(candidates: Iterable[tuple[Program, str]], suites: Iterab
                        hyper: Mapping[str, float] | None = None,
                        time_budget_s: float | None = None,
                        cache: str | os.PathLike | None = None,
-                       progress: Callable[[str], None] | None = None) -> Iterator[EvalResult]:
+                       progress: Callable[[str], None] | None = None,
+                       group_size: int | None = None) -> Iterator[EvalResult]:
     """`evaluate_many` for candidates that each name their suite: ``(program, suite name)``
     pairs, every suite one of `suites` (their baselines are ensured before the first
     candidate is drawn). A search can so interleave cheap screenings with full evaluations
     on one pool. Raises ValueError for a candidate whose suite is not in `suites`."""
+    if group_size is not None and group_size < 1:
+        raise ValueError("group_size must be >= 1")
     own = pool is None
     if own:
         pool = EvaluatorPool(workers)
@@ -202,8 +212,14 @@ def evaluate_on_suites(candidates: Iterable[tuple[Program, str]], suites: Iterab
             s = get_suite(suite, pool.device_kind)
             by_name[s.name] = (s, ensure_baselines(s, pool=pool, cache=cache,
                                                    progress=progress))
+        if not pool.groups:
+            size = 1
+        elif group_size is None:
+            size = min(default_group_size(s, pool.device_kind) for s, _ in by_name.values())
+        else:
+            size = group_size
         yield from _run_candidates(candidates, by_name, pool, hyper_items(hyper),
-                                   time_budget_s)
+                                   time_budget_s, size)
     finally:
         if own:
             pool.close()
@@ -220,16 +236,21 @@ def _task_order(suite: Suite, seconds: Mapping[tuple[str, str], float]) -> list:
 def _run_candidates(candidates: Iterable[tuple[Program, str]],
                     suites: Mapping[str, tuple[Suite, Mapping[str, Baseline]]],
                     pool: EvaluatorPool, hyper: tuple,
-                    time_budget_s: float | None) -> Iterator[EvalResult]:
+                    time_budget_s: float | None, group_size: int) -> Iterator[EvalResult]:
     programs: dict[int, tuple[Program, Suite, Mapping[str, Baseline]]] = {}
     runs: dict[int, dict[str, TaskRun]] = {}
     failed: dict[int, tuple[str, str]] = {}  # candidate -> (status, how it took a worker down)
     ready: list[EvalResult] = []
     seconds: dict[tuple[str, str], float] = {}  # mean training time of each task so far
     counts: dict[tuple[str, str], int] = {}
+    # Jobs of group members to run again one per job (their group's worker died or hung).
+    again: deque[tuple[tuple[int, str], Job]] = deque()
+    source = enumerate(candidates)
 
-    def jobs() -> Iterator[tuple[tuple[int, str], Job]]:
-        for index, (program, suite_name) in enumerate(candidates):
+    def draw() -> list[int]:
+        """Up to `group_size` more candidates (their indices), compile errors settled."""
+        drawn = []
+        for index, (program, suite_name) in source:
             if suite_name not in suites:
                 raise ValueError(f"candidate {index} names suite {suite_name!r}, not one of "
                                  f"{', '.join(sorted(suites))}")
@@ -240,16 +261,36 @@ def _run_candidates(candidates: Iterable[tuple[Program, str]],
                 for t in suite.tasks:
                     runs[index][t.name] = error_run(t, error)
                 ready.append(_assemble(index, program, suite, runs.pop(index), baselines))
-                continue
-            for t in _task_order(suite, seconds):
-                yield (index, t.name), Job(program, t, hyper, time_budget_s)
+                programs.pop(index)
+            else:
+                drawn.append(index)
+            if len(drawn) >= group_size:
+                break
+        return drawn
 
-    for (index, task_name), run in pool.run(jobs()):
-        # results of uncompilable candidates are produced while jobs are drawn
-        while ready:
-            yield ready.pop(0)
-        if index not in runs:
-            continue
+    def jobs() -> Iterator[tuple[Hashable, Job | GroupJob]]:
+        while True:
+            while again:
+                yield again.popleft()
+            drawn = draw()
+            if not drawn:
+                return
+            # (a candidate may be settled, and forgotten, before all its jobs are drawn)
+            entries = {i: programs[i][:2] for i in drawn}
+            for name in dict.fromkeys(suite.name for _, suite in entries.values()):
+                group = tuple(i for i in drawn if entries[i][1].name == name)
+                for t in _task_order(suites[name][0], seconds):
+                    members = tuple(i for i in group if i in runs) or group[:1]
+                    if len(members) == 1:
+                        yield (members[0], t.name), Job(entries[members[0]][0], t, hyper,
+                                                        time_budget_s)
+                    else:
+                        yield (members, t.name), GroupJob(
+                            tuple(entries[i][0] for i in members), t, hyper, time_budget_s)
+
+    def accept(index: int, task_name: str, run: TaskRun) -> EvalResult | None:
+        if index not in runs or task_name in runs[index]:
+            return None  # settled already (its candidate took a worker down)
         program, suite, baselines = programs[index]
         runs[index][task_name] = run
         if run.steps == suite.task(task_name).steps:  # a full run (not stopped early)
@@ -257,7 +298,7 @@ def _run_candidates(candidates: Iterable[tuple[Program, str]],
             counts[key] = counts.get(key, 0) + 1
             seconds[key] = seconds.get(key, 0.0) + \
                 (run.wall_time - seconds.get(key, 0.0)) / counts[key]
-        if run.error and run.error.startswith((WORKER_DIED, HARD_LIMIT)) and index not in failed:
+        if _took_worker_down(run) and index not in failed:
             # The candidate killed (or hung) its worker: skip its other tasks, they would too.
             status = Status.ERROR if run.error.startswith(WORKER_DIED) else Status.TIMEOUT
             failed[index] = (status.value, f"{task_name}: {run.error}")
@@ -266,14 +307,45 @@ def _run_candidates(candidates: Iterable[tuple[Program, str]],
                     pool.discard((index, t.name))
                     runs[index][t.name] = error_run(t, "skipped: another task of this "
                                                        "candidate took its worker down", status)
-        if len(runs[index]) == len(suite.tasks):
-            del programs[index]
-            result = _assemble(index, program, suite, runs.pop(index), baselines)
-            if index in failed:
-                result = _as_failed(result, *failed.pop(index))
-            yield result
+        if len(runs[index]) < len(suite.tasks):
+            return None
+        del programs[index]
+        result = _assemble(index, program, suite, runs.pop(index), baselines)
+        if index in failed:
+            result = _as_failed(result, *failed.pop(index))
+        return result
+
+    work = jobs()
+    while True:
+        for (who, task_name), run in pool.run(work):
+            # results of uncompilable candidates are produced while jobs are drawn
+            while ready:
+                yield ready.pop(0)
+            if not isinstance(who, tuple):
+                result = accept(who, task_name, run)
+                if result is not None:
+                    yield result
+                continue
+            if _took_worker_down(run[0]):  # one of the group did it: find out which
+                for i in who:
+                    if i in runs and task_name not in runs[i]:
+                        program, suite, _ = programs[i]
+                        again.append(((i, task_name), Job(program, suite.task(task_name),
+                                                          hyper, time_budget_s)))
+                continue
+            for i, member_run in zip(who, run):
+                result = accept(i, task_name, member_run)
+                if result is not None:
+                    yield result
+        if not again:
+            break
+        work = jobs()  # the pool stopped drawing before these were queued
     while ready:
         yield ready.pop(0)
+
+
+def _took_worker_down(run: TaskRun) -> bool:
+    return bool(run.error) and run.error.startswith((WORKER_DIED, HARD_LIMIT))
 
 
 def _as_failed(result: EvalResult, status: str, message: str) -> EvalResult:

@@ -17,6 +17,11 @@ One job per slot at a time buys two things:
   as a ``timeout`` run. The limit counts from the job's start on a warm worker: a fresh
   worker first runs a no-op to show it is up, and only then gets jobs.
 
+A job is a `Job` or a `GroupJob` (several candidates on one task, trained together:
+`evaluators.population`); a group job comes back as one run per candidate, and when its
+worker dies or overruns, as one failed run per candidate (the evaluator then runs them
+again one per job, to find the one at fault).
+
 Workers start lazily: a slot starts its worker when a job is there for it (a pool of 8
 slots given 2 jobs starts 2 processes), and a slot whose worker died or was killed starts a
 new one only for its next job. Workers are reused across calls (data and compiled kernels
@@ -43,7 +48,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator
 from joblib.externals import loky
 from joblib.externals.loky.process_executor import BrokenProcessPool
 
-from .jobs import Job, error_run, init_worker, run_job
+from .jobs import GroupJob, Job, failed_runs, init_worker, run_job, run_work
 from .scoring import EvaluationError
 from .trainer import Status, TaskRun
 
@@ -263,7 +268,10 @@ class EvaluatorPool:
 
     `workers`: number of CPU workers (ignored beyond the device count on CUDA machines);
     `devices`: explicit slots (overrides auto-detection); `runner`: the function a worker
-    applies to a job (default `evaluators.jobs.run_job`; it must be picklable by reference);
+    applies to a job (default `evaluators.jobs.run_work`, which runs a `Job` and a group
+    job, `GroupJob`; it must be picklable by reference). A pool given another runner runs
+    single jobs only (`groups` is False) unless `groups=True` says its runner takes group
+    jobs too;
     `hard_limit_s(job)`: seconds after which a running job is killed (default: twice its
     task's time budget plus 30 s). Without `devices`, the slots are capped at what this
     machine takes (`worker_limit`; a warning says so). Each slot's worker starts when a job
@@ -275,8 +283,9 @@ class EvaluatorPool:
     MAX_FAILED_STARTS = 3
 
     def __init__(self, workers: int | None = None, *, devices: list[SlotSpec] | None = None,
-                 runner: Callable[[Job], TaskRun] = run_job,
-                 hard_limit_s: Callable[[Job], float] | None = None):
+                 runner: Callable[[Job], TaskRun] = run_work,
+                 hard_limit_s: Callable[[Job], float] | None = None,
+                 groups: bool | None = None):
         if devices is None:
             limit = worker_limit()
             devices = plan_slots(workers, limit.cuda_devices, limit.cores,
@@ -293,6 +302,9 @@ class EvaluatorPool:
         self.device_kind = kinds.pop()
         self.slots = [_Slot(s) for s in devices]
         self.runner = runner
+        self.groups = runner in (run_work, run_job) if groups is None else groups
+        if runner is run_job and self.groups:
+            self.runner = run_work
         self.hard_limit_s = hard_limit_s or _default_hard_limit
         self.restarts = 0
         self._discarded: set[Hashable] = set()
@@ -356,8 +368,8 @@ class EvaluatorPool:
                         limit = self.hard_limit_s(job)
                         slot.kill()
                         self.restarts += 1
-                        yield key, error_run(job.task, f"{HARD_LIMIT} ({limit:.0f} s)",
-                                             Status.TIMEOUT, limit)
+                        yield key, failed_runs(job, f"{HARD_LIMIT} ({limit:.0f} s)",
+                                               Status.TIMEOUT, limit)
                 if on_idle is not None:
                     on_idle()
         finally:
@@ -397,9 +409,9 @@ class EvaluatorPool:
             slot.kill()
             self.restarts += 1
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return error_run(job.task, f"{WORKER_DIED} ({detail})", Status.ERROR, elapsed)
+            return failed_runs(job, f"{WORKER_DIED} ({detail})", Status.ERROR, elapsed)
         except Exception as e:  # noqa: BLE001 - a job that raised: its error, not the pool's
-            return error_run(job.task, f"{type(e).__name__}: {e}", Status.ERROR, elapsed)
+            return failed_runs(job, f"{type(e).__name__}: {e}", Status.ERROR, elapsed)
 
     def close(self) -> None:
         for slot in self.slots:
@@ -420,6 +432,10 @@ class EvaluatorPool:
         self.close()
 
 
-def _default_hard_limit(job: Job) -> float:
+def _default_hard_limit(job: Job | GroupJob) -> float:
+    """Twice the job's time budget plus 30 s; a group job's budget is the sum of its
+    programs' (each is charged its share of the group's time)."""
     budget = job.time_budget_s if job.time_budget_s is not None else job.task.time_budget_s
+    if isinstance(job, GroupJob):
+        budget *= len(job.programs)
     return 2 * budget + 30.0
