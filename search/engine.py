@@ -193,8 +193,10 @@ class Campaign:
                             Member(rec.id, _score(ev.score)))
 
     # ---- the run ------------------------------------------------------------------------------
-    def run(self, workers: int | None = None) -> dict:
+    def run(self, workers: int | None = None, pool=None) -> dict:
         """Run (or continue) the campaign; returns a summary. Ctrl-C stops it cleanly.
+        `pool`: run the evaluations on it (an `EvaluatorPool` or an
+        `evaluators.dask_pool.DaskPool`; left open) instead of a pool of `workers` made here.
 
         The run holds the campaign's lease (`store.leases`) throughout: a second run of the
         same campaign is refused with `LeaseHeld` while this one lives, and every commit
@@ -206,7 +208,7 @@ class Campaign:
             if (cp.sequence if cp else None) != self.sequence:
                 self._restore(cp)  # another process went on since this state was loaded
             with self.store.heartbeat(self.lease):
-                self._run_phases(workers)
+                self._run_phases(workers, pool)
             status = "paused" if self.stop_requested else "finished"
         except LeaseLost:
             self.lease = None  # not ours to release
@@ -227,8 +229,8 @@ class Campaign:
             if status != "failed":
                 raise
 
-    def _run_phases(self, workers: int | None) -> None:
-        pool = None if workers == 1 else EvaluatorPool(workers)
+    def _run_phases(self, workers: int | None, given=None) -> None:
+        pool = given if given is not None or workers == 1 else EvaluatorPool(workers)
         try:
             if self.counters.phase == "seeds":
                 self._evaluate_seeds(pool)
@@ -243,7 +245,7 @@ class Campaign:
         except KeyboardInterrupt:
             self.stop_requested = True
         finally:
-            if pool is not None:
+            if pool is not None and pool is not given:
                 pool.close()
 
     def summary(self, status: str) -> dict:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from ..config import load_config
 from ..errors import UserError
+from .cluster_args import add_pool_arguments, open_pool
 
 # Campaigns a bare `optforge resume` may pick: stopped by Ctrl-C, killed, or failed.
 RESUMABLE = ("paused", "interrupted", "failed")
@@ -52,6 +53,7 @@ def register(sub) -> None:
     p.add_argument("--db", help="database URL (default: $OPTFORGE_DB or ./optforge.db)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_pool_arguments(p)
     p.set_defaults(func=run)
 
     p = sub.add_parser("config", help="print the default campaign configuration, annotated "
@@ -66,6 +68,7 @@ def register(sub) -> None:
     p.add_argument("--db")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    add_pool_arguments(p)
     p.set_defaults(func=resume)
 
 
@@ -102,14 +105,15 @@ def run(args) -> int:
             raise UserError(str(e)) from None
     _check_seeds(config.seeds)
     name = config.name or f"campaign-{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with _open_store(args.db) as store:
+    pool = open_pool(args)  # before anything is stored: a bad cluster stores nothing
+    with _closing(pool), _open_store(args.db) as store:
         from optforge.store.errors import StoreError
         try:
             campaign = Campaign.create(store, config, name)
         except StoreError as e:
             raise UserError(str(e)) from None
         print(f"campaign {name} (id {campaign.id}) in {store.display_url}", file=sys.stderr)
-        return _drive(campaign, config.workers, args)
+        return _drive(campaign, config.workers, args, pool)
 
 
 def resume(args) -> int:
@@ -117,7 +121,8 @@ def resume(args) -> int:
 
     from ..engine import Campaign
 
-    with _open_store(args.db, create=False) as store:
+    pool = open_pool(args)
+    with _closing(pool), _open_store(args.db, create=False) as store:
         ref = _ref(args.campaign) if args.campaign else _last_stopped(store)
         try:
             campaign = Campaign.resume(store, ref)
@@ -132,7 +137,17 @@ def resume(args) -> int:
             print(f"resuming campaign {name} (id {campaign.id}) in {store.display_url}",
                   file=sys.stderr)
         workers = args.workers if args.workers is not None else campaign.config.workers
-        return _drive(campaign, workers, args)
+        return _drive(campaign, workers, args, pool)
+
+
+@contextmanager
+def _closing(pool):
+    """Close the dask pool (if any) when the command ends."""
+    try:
+        yield pool
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def _last_stopped(store) -> int:
@@ -158,7 +173,7 @@ def _check_seeds(names) -> None:
             raise UserError(f"unknown seed '{name}'; `optforge seeds` lists them")
 
 
-def _drive(campaign, workers: int, args) -> int:
+def _drive(campaign, workers: int, args, pool=None) -> int:
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -170,7 +185,7 @@ def _drive(campaign, workers: int, args) -> int:
 
         from ..campaign_view import progress_postfix
         from ..eta import remaining_seconds
-        pool_size = workers or os.cpu_count() or 1
+        pool_size = pool.size if pool is not None else workers or os.cpu_count() or 1
 
         def progress(c):
             # the campaign's best and count as every listing defines them (campaign_view):
@@ -189,7 +204,7 @@ def _drive(campaign, workers: int, args) -> int:
     from sqlalchemy.exc import DBAPIError
     try:
         with _sigterm_as_ctrl_c():
-            summary = campaign.run(workers=workers or None)
+            summary = campaign.run(workers=workers or None, pool=pool)
     except StoreError as e:  # LeaseHeld (another process runs it), LeaseLost, ...
         raise UserError(str(e)) from None
     except EvaluationError as e:  # a broken task or workers that cannot start
