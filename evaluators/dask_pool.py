@@ -38,9 +38,9 @@ import logging
 import os
 import re
 import time
-from dataclasses import replace
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any
+from dataclasses import replace
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from .jobs import Job, error_run, run_job
@@ -312,7 +312,7 @@ class DaskPool:
                 log.debug("closing the dask client: %s", e)
         self.client = None if self._own_client else self.client
 
-    def __enter__(self) -> DaskPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
