@@ -72,7 +72,7 @@ def kill_a_busy_worker(pool) -> int:
     """SIGKILL a worker process that is running a job (any worker if none is); its pid."""
     pids = pool.worker_pids()
     busy = [w for w, keys in pool.client.processing().items() if keys and w in pids]
-    victim = busy[0] if busy else sorted(pids)[0]
+    victim = busy[0] if busy else min(pids)
     os.kill(pids[victim], signal.SIGKILL)
     return pids[victim]
 
