@@ -212,7 +212,20 @@ class DaskPool:
     @property
     def size(self) -> int:
         """Jobs the cluster runs at once now: its workers' threads."""
-        return sum(self.client.nthreads().values())
+        return sum(self._ask(self.client.nthreads).values())
+
+    def _ask(self, call: Callable, *args: Any, **kwargs: Any) -> Any:
+        """`call` (a request to the scheduler); a lost scheduler (the client gave up
+        reconnecting) raises `EvaluationError`, which stops the campaign in one line with
+        everything committed kept."""
+        try:
+            return call(*args, **kwargs)
+        except OSError as e:  # CommClosedError, connection timeouts
+            raise self._lost(e) from None
+
+    def _lost(self, e: Exception) -> EvaluationError:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return EvaluationError(f"lost the dask scheduler at {self.address} ({reason[:160]})")
 
     def worker_pids(self) -> dict[str, int]:
         """Each worker's address -> its process id (for tests and diagnostics)."""
@@ -238,7 +251,8 @@ class DaskPool:
                         break
                     if key in self._discarded:
                         continue
-                    future = self.client.submit(_run_on_worker, self.runner, job, pure=False)
+                    future = self._ask(self.client.submit, _run_on_worker, self.runner, job,
+                                       pure=False)
                     flying[future] = (key, job, time.monotonic())
                     room -= 1
                 if exhausted and not flying:
@@ -254,6 +268,8 @@ class DaskPool:
                                                          return_when="FIRST_COMPLETED")
                 except TimeoutError:
                     done = set()
+                except OSError as e:
+                    raise self._lost(e) from None
                 for future in done:
                     key, job, started = flying.pop(future)
                     yield key, self._collect(future, job, started)
@@ -286,8 +302,8 @@ class DaskPool:
             return error_run(job.task, f"{WORKER_DIED} ({str(e).splitlines()[0][:200]})",
                              Status.ERROR, elapsed)
         except self._distributed.client.FutureCancelledError as e:
-            raise EvaluationError(f"the dask scheduler at {self.address} dropped a job "
-                                  f"({e}); was it restarted?") from None
+            raise EvaluationError(f"lost the dask scheduler at {self.address}: it dropped "
+                                  f"a job ({str(e)[:160]})") from None
         except Exception as e:  # noqa: BLE001 - a job that raised: its error, not the pool's
             return error_run(job.task, f"{type(e).__name__}: {e}", Status.ERROR, elapsed)
 

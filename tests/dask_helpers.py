@@ -36,3 +36,63 @@ def imported_store() -> bool:
     import sys
 
     return "optforge.store" in sys.modules
+
+
+class ProcessCluster:
+    """A scheduler and `workers` workers started as a user starts them (`dask scheduler`,
+    `dask worker`: separate processes, each in its own session so that they can be killed
+    with all their children), sharing a scheduler file in `directory`."""
+
+    def __init__(self, directory, workers: int = 1):
+        import json
+        import subprocess
+        import sys
+        import time
+
+        require_distributed()
+        self.file = directory / "scheduler.json"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+                 "start_new_session": True, "env": env}
+        self.scheduler = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0",
+             "--host", "127.0.0.1", "--no-dashboard", "--scheduler-file", str(self.file)],
+            **quiet)
+        self.workers = []
+        try:
+            while not self.file.exists() or not self.file.read_text().strip():
+                if self.scheduler.poll() is not None:
+                    raise RuntimeError("the dask scheduler did not start")
+                time.sleep(0.1)
+            self.address = json.loads(self.file.read_text())["address"]
+            self.workers = [subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                 "--nthreads", "1", "--no-dashboard"], **quiet) for _ in range(workers)]
+            from distributed import Client
+            with Client(self.address, set_as_default=False) as client:
+                client.wait_for_workers(workers)
+        except BaseException:
+            self.close()
+            raise
+
+    def kill_scheduler(self) -> None:
+        import signal
+
+        os.killpg(self.scheduler.pid, signal.SIGKILL)
+        self.scheduler.wait()
+
+    def close(self) -> None:
+        import signal
+
+        for proc in [self.scheduler, *self.workers]:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -18,7 +18,7 @@ from optforge.evaluators.pool import HARD_LIMIT, WORKER_DIED
 from optforge.search.cli import main
 
 from optforge import seeds
-from tests.dask_helpers import local_cluster, require_distributed
+from tests.dask_helpers import ProcessCluster, local_cluster, require_distributed
 
 from .helpers import faulty_runner, renamed, torch_threads
 
@@ -167,3 +167,22 @@ def test_a_hung_job_times_out_and_its_worker_is_restarted(pool, tiny):
     assert Status.TIMEOUT.value in runs["hang"].statuses[0]
     assert runs["fine"].error is None
     assert pool.size == 2 and set(pool.worker_pids().values()) != pids
+
+
+def test_losing_the_scheduler_stops_the_pool_with_one_error(tiny, tmp_path):
+    """A scheduler process killed mid-run (the client gives up reconnecting after the
+    connection timeout) is an `EvaluationError` naming it: the campaign stops in one line,
+    with what it committed kept, rather than waiting forever or dumping a traceback. The
+    cluster here is started as `dask scheduler` and `dask worker` processes."""
+    from optforge.evaluators.dask_pool import DaskPool
+    from optforge.evaluators.scoring import EvaluationError
+
+    job = Job(seeds.load_seed("lion"), tiny.task("quadratic"))
+    with ProcessCluster(tmp_path) as cluster, \
+            DaskPool(cluster.address, connect_timeout=2) as pool:
+        results = pool.run((i, job) for i in range(100))
+        next(results)
+        cluster.kill_scheduler()
+        lost = f"lost the dask scheduler at {cluster.address}"
+        with pytest.raises(EvaluationError, match=lost):
+            list(results)
