@@ -209,17 +209,17 @@ def _drive(campaign, workers: int, args, pool=None) -> int:
         raise UserError(str(e)) from None
     except EvaluationError as e:  # a broken task or workers that cannot start
         raise UserError(f"cannot evaluate: {e}; what was committed is kept (resume with: "
-                        f"{resume_command(campaign)})") from None
+                        f"{resume_command(campaign, pool)})") from None
     except DBAPIError as e:  # a full disk, a server gone: what was committed is kept
         raise UserError(f"the database failed: {describe_db_error(e)}; what was committed "
-                        f"is kept (resume with: {resume_command(campaign)})") from None
+                        f"is kept (resume with: {resume_command(campaign, pool)})") from None
     finally:
         if bar is not None:
             bar.close()
     if args.json:
         _print_summary(campaign, summary, as_json=True)
     else:
-        _print_summary(campaign, summary)
+        _print_summary(campaign, summary, pool=pool)
     return 0 if summary["status"] == "finished" else 130
 
 
@@ -235,7 +235,7 @@ def _sigterm_as_ctrl_c():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _print_summary(campaign, summary, as_json: bool = False) -> None:
+def _print_summary(campaign, summary, as_json: bool = False, pool=None) -> None:
     """What `run` prints at the end; the best and the evaluation count are the listings'
     (`search.campaign_view`), so `optforge campaigns` says the same."""
     from ..campaign_view import campaign_best, evaluation_counts, finalists
@@ -251,7 +251,7 @@ def _print_summary(campaign, summary, as_json: bool = False) -> None:
           f"{summary['children']} children, cache hit rate {summary['hit_rate']:.0%}, "
           f"{summary['restarts']} restarts")
     if summary["status"] != "finished":
-        print(f"resume with: {resume_command(campaign)}")
+        print(f"resume with: {resume_command(campaign, pool)}")
     top = finalists(store, campaign.id, 3)
     if top:
         suite = top[0].evaluation.suite
@@ -269,10 +269,12 @@ def _print_summary(campaign, summary, as_json: bool = False) -> None:
                                 f"held-out validation of #{ev.program_id} {name}"))
 
 
-def resume_command(campaign) -> str:
-    """How to go on with `campaign`, naming its database unless it is the default one."""
+def resume_command(campaign, pool=None) -> str:
+    """How to go on with `campaign`, naming its database unless it is the default one, and
+    the dask scheduler it ran on (`pool`), if any."""
     from optforge.store.engine import resolve_url
 
     store = campaign.store
     db = "" if store.display_url == resolve_url(None) else f" --db '{store.display_url}'"
-    return f"optforge resume {campaign.id}{db}"
+    cluster = f" --pool dask --scheduler {pool.address}" if hasattr(pool, "address") else ""
+    return f"optforge resume {campaign.id}{db}{cluster}"

@@ -84,6 +84,17 @@ def test_without_the_cluster_extra_the_error_names_it(capsys, tmp_path, monkeypa
     assert err.endswith(MISSING_EXTRA) and "optforge[cluster]" in err
 
 
+def test_the_resume_hint_names_the_cluster(tmp_path):
+    from types import SimpleNamespace
+
+    from optforge.search.commands.campaign import resume_command
+
+    campaign = SimpleNamespace(id=7, store=SimpleNamespace(display_url="postgresql://h/db"))
+    hint = resume_command(campaign, SimpleNamespace(address="tcp://10.0.0.5:8786"))
+    assert hint == ("optforge resume 7 --db 'postgresql://h/db' --pool dask "
+                    "--scheduler tcp://10.0.0.5:8786")
+
+
 # ---- the pool on a real cluster ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
