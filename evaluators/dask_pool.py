@@ -261,6 +261,8 @@ class DaskPool:
                     future.cancel()
                     del flying[future]
                 if not flying:
+                    if not exhausted:  # no worker threads now: wait for workers to join
+                        time.sleep(self.POLL_S)
                     continue
                 try:
                     with self.client.as_current():
@@ -311,7 +313,8 @@ class DaskPool:
         """Cancel a hung job and restart the worker stuck in it (its thread cannot be
         stopped otherwise); a worker without a nanny stays busy, with a warning."""
         self.restarts += 1
-        workers = [w for w, keys in self.client.processing().items() if future.key in keys]
+        processing = self._ask(self.client.processing)
+        workers = [w for w, keys in processing.items() if future.key in keys]
         future.cancel()
         if workers:
             try:
