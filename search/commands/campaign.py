@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from ..config import load_config
 from ..errors import UserError
+from .cluster_args import add_pool_arguments, open_pool
 
 # Campaigns a bare `optforge resume` may pick: stopped by Ctrl-C, killed, or failed.
 RESUMABLE = ("paused", "interrupted", "failed")
@@ -53,6 +54,7 @@ def register(sub) -> None:
     p.add_argument("--db", help="database URL (default: $OPTFORGE_DB or ./optforge.db)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_pool_arguments(p)
     p.set_defaults(func=run)
 
     p = sub.add_parser("config", help="print the default campaign configuration, annotated "
@@ -67,6 +69,7 @@ def register(sub) -> None:
     p.add_argument("--db")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    add_pool_arguments(p)
     p.set_defaults(func=resume)
 
 
@@ -102,14 +105,15 @@ def run(args) -> int:
             raise UserError(str(e)) from None
     _check_seeds(config.seeds)
     name = config.name or f"campaign-{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with _open_store(args.db) as store:
+    pool = open_pool(args)  # before anything is stored: a bad cluster stores nothing
+    with _closing(pool), _open_store(args.db) as store:
         from optforge.store.errors import StoreError
         try:
             campaign = Campaign.create(store, config, name)
         except StoreError as e:
             raise UserError(str(e)) from None
         print(f"campaign {name} (id {campaign.id}) in {store.display_url}", file=sys.stderr)
-        return _drive(campaign, config.workers, args)
+        return _drive(campaign, config.workers, args, pool)
 
 
 def resume(args) -> int:
@@ -117,7 +121,8 @@ def resume(args) -> int:
 
     from ..engine import Campaign
 
-    with _open_store(args.db, create=False) as store:
+    pool = open_pool(args)
+    with _closing(pool), _open_store(args.db, create=False) as store:
         ref = _ref(args.campaign) if args.campaign else _last_stopped(store)
         try:
             campaign = Campaign.resume(store, ref)
@@ -134,7 +139,17 @@ def resume(args) -> int:
             print(f"resuming campaign {name} (id {campaign.id}) in {store.display_url}",
                   file=sys.stderr)
         workers = args.workers if args.workers is not None else campaign.config.workers
-        return _drive(campaign, workers, args)
+        return _drive(campaign, workers, args, pool)
+
+
+@contextmanager
+def _closing(pool):
+    """Close the dask pool (if any) when the command ends."""
+    try:
+        yield pool
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def _last_stopped(store) -> int:
@@ -160,7 +175,7 @@ def _check_seeds(names) -> None:
             raise UserError(f"unknown seed '{name}'; `optforge seeds` lists them")
 
 
-def _drive(campaign, workers: int, args) -> int:
+def _drive(campaign, workers: int, args, pool=None) -> int:
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -172,7 +187,7 @@ def _drive(campaign, workers: int, args) -> int:
 
         from ..campaign_view import progress_postfix
         from ..eta import remaining_seconds
-        pool_size = workers or os.cpu_count() or 1
+        pool_size = pool.size if pool is not None else workers or os.cpu_count() or 1
 
         def progress(c):
             # the campaign's best and count as every listing defines them (campaign_view):
@@ -191,22 +206,22 @@ def _drive(campaign, workers: int, args) -> int:
     from sqlalchemy.exc import DBAPIError
     try:
         with _sigterm_as_ctrl_c():
-            summary = campaign.run(workers=workers or None)
+            summary = campaign.run(workers=workers or None, pool=pool)
     except StoreError as e:  # LeaseHeld (another process runs it), LeaseLost, ...
         raise UserError(str(e)) from None
     except EvaluationError as e:  # a broken task or workers that cannot start
         raise UserError(f"cannot evaluate: {e}; what was committed is kept (resume with: "
-                        f"{resume_command(campaign)})") from None
+                        f"{resume_command(campaign, pool)})") from None
     except DBAPIError as e:  # a full disk, a server gone: what was committed is kept
         raise UserError(f"the database failed: {describe_db_error(e)}; what was committed "
-                        f"is kept (resume with: {resume_command(campaign)})") from None
+                        f"is kept (resume with: {resume_command(campaign, pool)})") from None
     finally:
         if bar is not None:
             bar.close()
     if args.json:
         _print_summary(campaign, summary, as_json=True)
     else:
-        _print_summary(campaign, summary)
+        _print_summary(campaign, summary, pool=pool)
     return 0 if summary["status"] == "finished" else 130
 
 
@@ -222,7 +237,7 @@ def _sigterm_as_ctrl_c():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _print_summary(campaign, summary, as_json: bool = False) -> None:
+def _print_summary(campaign, summary, as_json: bool = False, pool=None) -> None:
     """What `run` prints at the end; the best and the evaluation count are the listings'
     (`search.campaign_view`), so `optforge campaigns` says the same."""
     from ..campaign_view import campaign_best, evaluation_counts, finalists
@@ -238,7 +253,7 @@ def _print_summary(campaign, summary, as_json: bool = False) -> None:
           f"{summary['children']} children, cache hit rate {summary['hit_rate']:.0%}, "
           f"{summary['restarts']} restarts")
     if summary["status"] != "finished":
-        print(f"resume with: {resume_command(campaign)}")
+        print(f"resume with: {resume_command(campaign, pool)}")
     top = finalists(store, campaign.id, 3)
     if top:
         suite = top[0].evaluation.suite
@@ -256,10 +271,12 @@ def _print_summary(campaign, summary, as_json: bool = False) -> None:
                                 f"held-out validation of #{ev.program_id} {name}"))
 
 
-def resume_command(campaign) -> str:
-    """How to go on with `campaign`, naming its database unless it is the default one."""
+def resume_command(campaign, pool=None) -> str:
+    """How to go on with `campaign`, naming its database unless it is the default one, and
+    the dask scheduler it ran on (`pool`), if any."""
     from optforge.store.engine import resolve_url
 
     store = campaign.store
     db = "" if store.display_url == resolve_url(None) else f" --db '{store.display_url}'"
-    return f"optforge resume {campaign.id}{db}"
+    cluster = f" --pool dask --scheduler {pool.address}" if hasattr(pool, "address") else ""
+    return f"optforge resume {campaign.id}{db}{cluster}"
