@@ -118,7 +118,7 @@ def rescore(store: Store, campaign: Campaign, k: int, workers: int,
     todo = sorted({pid for ids in tops.values() for pid in ids} - set(stored))
     out: dict = {}
     with EvaluatorPool(workers) as pool:
-        results = evaluate_many([campaign._program(pid) for pid in todo], funnel.stage2,
+        results = evaluate_many([campaign.program(pid) for pid in todo], funnel.stage2,
                                 pool=pool)
         scores = dict(stored)
         scores.update({todo[res.index]: res.score for res in results})
@@ -131,7 +131,7 @@ def rescore(store: Store, campaign: Campaign, k: int, workers: int,
         if validate_winner and final:
             winner = max((pid for ids in tops.values() for pid in ids),
                          key=lambda pid: scores[pid])
-            report = validate(campaign._program(winner), pool=pool)
+            report = validate(campaign.program(winner), pool=pool)
             out["winner"] = {"program": winner, "stage2": scores[winner],
                              "source": store.get_program(winner).source,
                              "validation": report.to_json()}

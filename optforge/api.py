@@ -13,7 +13,10 @@ from . import dsl, seeds
 
 def load_rule(spec: str | os.PathLike) -> dsl.Program:
     """A checked rule: from a rule file (a path, or a name ending in .rule) or a seed name
-    (`optforge.seeds.seed_names()`); `ValueError` for a name that is neither."""
+    (`optforge.seeds.seed_names()`), by the resolver every command uses
+    (`optforge.seeds.resolve_rule`, whose docstring states the precedence); `ValueError`
+    (`seeds.UnknownRule`) for a name that is neither, `optforge.dsl.RuleError` for a bad or
+    missing file."""
     return seeds.load_rule(spec)
 
 
@@ -33,14 +36,17 @@ def evaluate(rule: dsl.Program | str, suite: str = "small", *, workers: int = 1)
 
 
 def run_campaign(config: str | os.PathLike | Any | None = None, *, db: str | None = None,
-                 name: str | None = None, workers: int | None = None,
+                 name: str | None = None, workers: int | None = None, pool: Any = None,
                  progress: Callable[[Any], None] | None = None,
                  overrides: Mapping[str, Any] | None = None, **top_level: Any) -> dict:
     """Run a search campaign to its end and return its summary (what `optforge run --json`
     prints). `config`: a TOML path, a `optforge.search.config.CampaignConfig`, or None for
     the embedded default; top-level keys as keywords (``budget=20, seed=1``) and sections'
     keys in `overrides` (``{"funnel.stage1": "tiny"}``). `db`: a database URL (default:
-    ``$OPTFORGE_DB``, else ``./optforge.db``). Ctrl-C pauses it; `optforge resume` goes on."""
+    ``$OPTFORGE_DB``, else ``./optforge.db``). `pool`: an evaluator pool to train on (any
+    object with `optforge.evaluators.pool.EvaluatorPool`'s interface, e.g. a cluster's),
+    left open; by default a local one with `workers` processes. Ctrl-C pauses it;
+    `optforge resume` goes on."""
     import time
 
     from .search.config import CampaignConfig, load_config
@@ -52,7 +58,7 @@ def run_campaign(config: str | os.PathLike | Any | None = None, *, db: str | Non
     campaign_name = cfg.name or f"campaign-{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     with Store(db) as store:
         campaign = Campaign.create(store, cfg, campaign_name, progress=progress)
-        return campaign.run(workers=cfg.workers or None)
+        return campaign.run(workers=cfg.workers or None, pool=pool)
 
 
 def export(rule: dsl.Program | str, path: str | os.PathLike | None = None, *,

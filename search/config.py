@@ -1,9 +1,15 @@
-"""Campaign configuration: a frozen value read from TOML (see `default_campaign.toml`, the
-annotated default) with command-line overrides on top."""
+"""Campaign configuration: a frozen value read from TOML with command-line overrides on top.
+
+Every default has one home: the dataclass fields below. `optforge config` prints them as
+annotated TOML (`annotated_default`: the comments of `default_campaign.toml`, a template
+whose ``{section.key}`` fields are filled from these defaults), and `optforge run --help`
+states them from `default_config()`."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
@@ -17,7 +23,7 @@ from .errors import UserError
 from .mutation_defaults import DEFAULT_WEIGHTS, Limits
 
 __all__ = ["CampaignConfig", "Evolution", "Funnel", "Simplify", "Validation", "load_config",
-           "default_config", "config_from_dict"]
+           "default_config", "annotated_default", "config_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -110,8 +116,44 @@ class CampaignConfig:
 
 
 def default_config() -> CampaignConfig:
-    text = resources.files("optforge.search").joinpath("default_campaign.toml").read_text("utf-8")
-    return _from_mapping(tomllib.loads(text), "default_campaign.toml")
+    """The embedded default campaign: every field at its default."""
+    return _validated(CampaignConfig())
+
+
+def annotated_default() -> str:
+    """The default campaign as annotated TOML (what `optforge config` prints): the
+    template `default_campaign.toml` filled from `default_config()`."""
+    from .hurdle import HURDLE_WINDOW
+
+    template = resources.files("optforge.search").joinpath("default_campaign.toml")
+    d = default_config()
+    text = template.read_text("utf-8").format_map({
+        "seeds": _toml(list(d.seeds)), "seed": _toml(d.seed), "budget": _toml(d.budget),
+        "workers": _toml(d.workers), "hurdle_window": HURDLE_WINDOW,
+        "mutations": _TomlFields(dict(d.mutations)),
+        **{name: _TomlFields(asdict(getattr(d, name))) for name in _SECTIONS}})
+    # line the comments up again after the values of `key = value  # comment`
+    return re.sub(r"^(\w+ = \S+?) +#", lambda m: m.group(1).ljust(22) + " #", text,
+                  flags=re.M)
+
+
+def _toml(value: Any) -> str:
+    """A TOML literal for a default (a bool, number, string or list of strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, list)):
+        return json.dumps(value)
+    return repr(value)
+
+
+class _TomlFields:
+    """``{section.key}`` in the template: the key's default as a TOML literal."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        self._values = values
+
+    def __getattr__(self, key: str) -> str:
+        return _toml(self._values[key])
 
 
 def load_config(path: str | Path | None) -> CampaignConfig:

@@ -19,6 +19,8 @@ Evaluations run `workers` at a time, so the work is divided by the pool's size.
 
 from __future__ import annotations
 
+from .stages import Phase
+
 RELATIVE_COST = {"tiny": 0.10, "small": 1.0, "medium": 8.5, "reference": 25.0,
                  "validation": 40.0}
 
@@ -44,10 +46,10 @@ def remaining_seconds(counters, config, workers: int, stage1_budget: int) -> flo
 
     def cost(suite: str) -> float:
         return evaluation_cost(training, suite, f.stage1) or 0.0
-    if phase == "done" or evaluation_cost(training, f.stage1, f.stage1) is None:
-        return None if phase != "done" else 0.0
+    if phase is Phase.DONE or evaluation_cost(training, f.stage1, f.stage1) is None:
+        return None if phase is not Phase.DONE else 0.0
     work = 0.0
-    if phase in ("seeds", "evolve"):
+    if phase in (Phase.SEEDS, Phase.EVOLVE):
         stage1_left = max(0, stage1_budget - counters.stage1_evaluations)
         work += stage1_left * cost(f.stage1)
         if f.screen and counters.stage1_evaluations:
@@ -55,14 +57,14 @@ def remaining_seconds(counters, config, workers: int, stage1_budget: int) -> flo
                      * cost(f.screen))
     simplify = (config.simplify.max_ablations + 2) if config.simplify.enabled else 0
     after_stage1 = counters.evaluations - counters.stage1_evaluations  # done on stage 2
-    if phase in ("seeds", "evolve", "stage2"):
+    if phase in (Phase.SEEDS, Phase.EVOLVE, Phase.STAGE2):
         later = max(0, f.stage2_max - after_stage1) + simplify
-    elif phase == "simplify":
+    elif phase is Phase.SIMPLIFY:
         later = max(0, f.stage2_max + simplify - after_stage1)
     else:
         later = 0
     budget_left = config.budget - max(counters.evaluations, stage1_budget
-                                      if phase in ("seeds", "evolve") else 0)
+                                      if phase in (Phase.SEEDS, Phase.EVOLVE) else 0)
     work += min(later, max(0, budget_left)) * cost(f.stage2)
     if config.validation.enabled:
         work += config.validation.candidates * cost(config.validation.suite)

@@ -15,6 +15,7 @@ the final program as its child with mutation `simplify`, with its own scores.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from optforge.dsl import Program
 from optforge.dsl.checker import live_statements
@@ -24,6 +25,10 @@ from optforge import dsl
 
 from .individuals import Child
 from .mutations import bypass_statement
+from .stages import STAGE2
+
+if TYPE_CHECKING:
+    from .engine import Campaign
 
 __all__ = ["simplify_winner", "ablations", "round_constants"]
 
@@ -52,12 +57,12 @@ def round_constants(p: Program, digits: int = 2) -> Program:
     return replace(p, body=body, hyperparams=hyper, returns=tuple(r(a) for a in p.returns))
 
 
-def simplify_winner(campaign, winner_id: int, winner_score: float, pool) -> int | None:
+def simplify_winner(campaign: Campaign, winner_id: int, winner_score: float, pool) -> int | None:
     """Simplify the program `winner_id` of `campaign`; returns the stored id of the
     simplified program (None if nothing simpler was found or the budget ran out)."""
     cfg = campaign.config.simplify
     stage2 = campaign.config.funnel.stage2
-    winner = campaign._program(winner_id)
+    winner = campaign.program(winner_id)
     floor = winner_score - cfg.tolerance
     best = dsl.simplify(winner)
 
@@ -72,9 +77,9 @@ def simplify_winner(campaign, winner_id: int, winner_score: float, pool) -> int 
             elif len(todo) < left:
                 todo.append(q)
         children = [Child(q, winner_id, kind, n) for n, q in enumerate(todo)]
-        for child, result in campaign._evaluate(children, stage2, pool):
+        for child, result in campaign.evaluate(children, stage2, pool):
             record = campaign.store.add_program(child.program)
-            campaign._record_later(record.id, result, 2, parent_id=winner_id, kind=kind)
+            campaign.record_later(record.id, result, STAGE2, parent_id=winner_id, kind=kind)
             scored.append((child.program, result.score))
             if campaign.stop_requested:
                 break
@@ -96,12 +101,12 @@ def simplify_winner(campaign, winner_id: int, winner_score: float, pool) -> int 
         return None
     record = campaign.store.add_program(best)
     if known is not None:  # scored before as a variant: link it as the simplification too
-        campaign.store.add_lineage(record.id, winner_id, "simplify", campaign=campaign.id)
+        campaign.recorder.link(record.id, winner_id, "simplify")
     return record.id
 
 
-def _stored_stage2(campaign, program: Program) -> float | None:
+def _stored_stage2(campaign: Campaign, program: Program) -> float | None:
     record = campaign.store.program_by_hash(dsl.structural_hash(program))
     if record is None:
         return None
-    return campaign._stored_scores(2).get(record.id)
+    return campaign.stage_scores(STAGE2).get(record.id)

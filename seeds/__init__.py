@@ -28,13 +28,14 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # the language loads torch: `seed_names` must not
     from optforge.dsl import Program
 
-__all__ = ["SeedInfo", "RuleMetadata", "seed_names", "load_seed", "load_rule", "seed_source",
-           "seed_info", "rule_metadata"]
+__all__ = ["SeedInfo", "RuleMetadata", "ResolvedRule", "UnknownRule", "seed_names", "load_seed",
+           "load_rule", "resolve_rule", "looks_stored", "seed_source", "seed_info",
+           "rule_metadata"]
 
 _FIELD = re.compile(r"([a-z_]+):\s*(.+)\Z")
 _YEAR = re.compile(r"\b(19[5-9][0-9]|20[0-9][0-9])\b")
@@ -95,25 +96,82 @@ def load_seed(name: str) -> Program:
     return parse(seed_source(name), f"seeds/{name}.rule")
 
 
-def load_rule(spec: str | os.PathLike) -> Program:
-    """A checked rule named by a user: a rule file (an existing path, or a name ending in
-    .rule or holding a path separator; `RuleError`, positioned, if it is bad or missing) or
-    a seed name (`ValueError` naming the closest seeds otherwise)."""
+@dataclass(frozen=True)
+class ResolvedRule:
+    """A rule a user named, with where it came from and its default learning rate."""
+
+    program: Program
+    provenance: str  # "rule file x.rule", "optforge seed 'lion' (seeds/lion.rule)", ...
+    default_lr: float | None
+    lr_note: str = ""  # where default_lr comes from, for an export's docstring
+
+
+class UnknownRule(ValueError):
+    """A name that is no rule file, no seed and (where asked) no stored program."""
+
+
+def looks_stored(text: str) -> bool:
+    """Whether `text` reads as a stored program: an id, or a structural-hash prefix of at
+    least 4 hex digits."""
+    return text.isdigit() or (len(text) >= 4 and all(c in "0123456789abcdef" for c in text))
+
+
+def resolve_rule(spec: str | os.PathLike,
+                 stored: Callable[[str], ResolvedRule] | None = None) -> ResolvedRule:
+    """The rule a user names by `spec`: the one resolver of every command and of the
+    Python API. The precedence, first match wins:
+
+    1. an existing path: a directory is an error; a file is a rule file holding one rule;
+    2. a seed name (`seed_names()`);
+    3. a name ending in ``.rule`` or holding a path separator: a missing rule file;
+    4. with `stored` (a store lookup: id or hash prefix -> rule), a name that reads as a
+       stored program (`looks_stored`);
+    5. anything else: `UnknownRule`, naming the closest seeds.
+
+    A bad, missing or unreadable rule file is a `dsl.RuleError` with its position. The
+    program is returned unchecked: `load_rule` checks it."""
+    from optforge.dsl.errors import Diagnostic
+
     from optforge import dsl
 
     text = os.fspath(spec)
-    if os.path.exists(text) or text.endswith(".rule") or os.sep in text:
-        program = dsl.load(text)
-    elif text in seed_names():
-        program = load_seed(text)
-    else:
-        hint = dsl.did_you_mean(text, seed_names())
-        if hint:
-            raise ValueError(f"no rule file or seed named {text!r}; {hint} "
-                             "(`optforge seeds` lists the seeds)")
-        raise ValueError(f"no rule file or seed named {text!r} "
-                         f"(seeds: {', '.join(seed_names())})")
-    return dsl.ensure_valid(program)
+    if os.path.isdir(text):
+        raise dsl.RuleError(Diagnostic("is a directory; give a rule file or a seed name",
+                                       text))
+    if os.path.exists(text):
+        rules = dsl.load_rules(text)
+        if len(rules) != 1:
+            names = ", ".join(r.name for r in rules)
+            raise dsl.RuleError(Diagnostic(f"holds {len(rules)} rules ({names}); give a file "
+                                           "with one rule", text))
+        return ResolvedRule(rules[0], f"rule file {os.path.basename(text)}",
+                            rule_metadata(rules[0]).lr)
+    if text in seed_names():
+        info = seed_info(text)
+        return ResolvedRule(info.program, f"optforge seed '{text}' (seeds/{text}.rule)",
+                            info.lr)
+    if text.endswith(".rule") or os.sep in text or "/" in text:
+        dsl.load(text)  # raises the file's own error (missing, unreadable)
+    if stored is not None and looks_stored(text):
+        return stored(text)
+    hint = dsl.did_you_mean(text, seed_names())
+    if stored is not None:
+        raise UnknownRule(f"'{text}' is neither a rule file nor a seed; "
+                          + (f"{hint} " if hint else "") + "`optforge seeds` lists the seeds")
+    if hint:
+        raise UnknownRule(f"no rule file or seed named {text!r}; {hint} "
+                          "(`optforge seeds` lists the seeds)")
+    raise UnknownRule(f"no rule file or seed named {text!r} "
+                      f"(seeds: {', '.join(seed_names())})")
+
+
+def load_rule(spec: str | os.PathLike) -> Program:
+    """The checked rule in a rule file or seed named by a user (`resolve_rule`, without a
+    store): `RuleError`, positioned, for a bad or missing file; `UnknownRule` (a
+    `ValueError`) naming the closest seeds otherwise."""
+    from optforge import dsl
+
+    return dsl.ensure_valid(resolve_rule(spec).program)
 
 
 def seed_info(name: str) -> SeedInfo:

@@ -37,6 +37,7 @@ from .records import (
     LineageEdge,
     ProgramRecord,
     RankedProgram,
+    StageResult,
     SuiteSummary,
     TaskResultRecord,
 )
@@ -49,5 +50,5 @@ __all__ = [
     "Lease", "LeaseHeld", "LeaseLost", "LeaseRecord",
     "LINEAGE_FORMATS", "write_lineage", "CAMPAIGN_STATUSES", "CAMPAIGN_STATES", "ProgramData",
     "CampaignRecord", "CampaignStats", "Checkpoint", "EvaluationRecord", "LineageEdge",
-    "ProgramRecord", "RankedProgram", "SuiteSummary", "TaskResultRecord",
+    "ProgramRecord", "RankedProgram", "StageResult", "SuiteSummary", "TaskResultRecord",
 ]

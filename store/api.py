@@ -52,6 +52,7 @@ from .records import (
     LineageEdge,
     ProgramRecord,
     RankedProgram,
+    StageResult,
     SuiteSummary,
     TaskResultRecord,
 )
@@ -358,6 +359,11 @@ class Store:
                     stage: int | None = None) -> list[EvaluationRecord]:
         return self._read(lambda s: queries.evaluations(s, program=program, campaign=campaign,
                                                         suite=suite, stage=stage))
+
+    def stage_results(self, campaign: CampaignRef, stage: int) -> list[StageResult]:
+        """The campaign's evaluations at `stage` in commit order, each with its program
+        record and without per-task results (`store.queries.stage_results`)."""
+        return self._read(lambda s: queries.stage_results(s, campaign, stage))
 
     def count_evaluations(self, *, campaign: CampaignRef | None = None,
                           suite: str | None = None, stage: int | None = None) -> int:

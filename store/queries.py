@@ -17,6 +17,7 @@ from .records import (
     LineageEdge,
     ProgramRecord,
     RankedProgram,
+    StageResult,
     SuiteSummary,
     TaskResultRecord,
 )
@@ -76,6 +77,17 @@ def evaluations(s: Session, *, program: ProgramRef | None = None,
     if program is not None:
         stmt = stmt.where(E.program_id == program_row(s, program).id)
     return convert.evaluations(s, list(s.scalars(stmt.order_by(E.id))))
+
+
+def stage_results(s: Session, campaign: CampaignRef, stage: int) -> list[StageResult]:
+    """The campaign's evaluations at `stage`, in commit order, each with its program: one
+    query on the (campaign, stage) columns, no per-task results."""
+    stmt = (select(E.id, E.key, E.score, m.Program)
+            .join(m.Program, m.Program.id == E.program_id)
+            .where(E.campaign_id == campaign_id(s, campaign), E.stage == stage)
+            .order_by(E.id))
+    return [StageResult(evaluation_id=eid, key=key, score=score, program=convert.program(p))
+            for eid, key, score, p in s.execute(stmt)]
 
 
 def count_evaluations(s: Session, *, campaign: CampaignRef | None = None,

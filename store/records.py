@@ -118,6 +118,18 @@ class RankedProgram:
 
 
 @dataclass(frozen=True)
+class StageResult:
+    """One evaluation of a campaign at one stage, light: its key and score with its program
+    (hashes included), without per-task results. What a resuming campaign rebuilds its
+    caches from (`Store.stage_results`)."""
+
+    evaluation_id: int
+    key: str | None
+    score: float | None
+    program: ProgramRecord
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """What a campaign needs to resume exactly. `sequence` counts saves (1 for the first),
     so a resumed campaign can tell which save it continues from. The contents are the

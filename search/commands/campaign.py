@@ -45,8 +45,9 @@ def register(sub) -> None:
     p.add_argument("--no-validation", action="store_true",
                    help=f"do not validate the winner on the held-out {d.validation.suite} "
                         "suite")
-    p.add_argument("--workers", type=int, help="evaluator processes (1: serial, "
-                                               "reproducible; default 0: one per core)")
+    p.add_argument("--workers", type=int, help=f"evaluator processes (1: serial, "
+                                               f"reproducible; default {d.workers}: one per "
+                                               "core)")
     p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     p.add_argument("--name", help="campaign name (default: from the seed and the time)")
     p.add_argument("--db", help="database URL (default: $OPTFORGE_DB or ./optforge.db)")
@@ -70,10 +71,9 @@ def register(sub) -> None:
 
 
 def print_default_config(args) -> int:
-    from importlib import resources
+    from ..config import annotated_default
 
-    sys.stdout.write(resources.files("optforge.search").joinpath("default_campaign.toml")
-                     .read_text("utf-8"))
+    sys.stdout.write(annotated_default())
     return 0
 
 
@@ -126,7 +126,9 @@ def resume(args) -> int:
         except StoreError as e:
             raise UserError(str(e)) from None
         name = store.get_campaign(campaign.id).name
-        if campaign.counters.phase == "done":
+        from ..stages import Phase
+
+        if campaign.counters.phase is Phase.DONE:
             raise UserError(f"campaign {name} has finished; nothing to resume")
         if args.campaign is None:
             print(f"resuming campaign {name} (id {campaign.id}) in {store.display_url}",
@@ -181,7 +183,7 @@ def _drive(campaign, workers: int, args) -> int:
             left = remaining_seconds(c, campaign.config, pool_size, campaign.stage1_budget)
             eta = "?" if left is None else tqdm.format_interval(left)
             bar.set_postfix_str(f"ETA {eta} | {best} | hits {c.hit_rate:.0%} | "
-                                f"trained {trained:.0%} of children | {c.phase}")
+                                f"trained {trained:.0%} of children | {c.phase.value}")
         campaign.progress = progress
     from optforge.evaluators.scoring import EvaluationError
     from optforge.store.engine import describe_db_error

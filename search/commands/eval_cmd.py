@@ -58,13 +58,13 @@ def register(sub) -> None:
 
 
 def load_rule(spec: str) -> dsl.Program:
-    """A rule file or a seed name (`optforge.seeds.load_rule`); an unknown name is a
-    `UserError`, a bad file a positioned `RuleError`."""
+    """A rule file or a seed name (`optforge.seeds.load_rule`, the one resolver without a
+    store); an unknown name is a `UserError`, a bad file a positioned `RuleError`."""
     from optforge import seeds  # loads the language (and torch): not at start-up
 
     try:
         return seeds.load_rule(spec)
-    except ValueError as e:
+    except seeds.UnknownRule as e:
         raise UserError(str(e)) from None
 
 
@@ -92,7 +92,7 @@ def run_eval(args) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(format_result(result))
-    return 0 if result.status == "ok" else 1
+    return 0 if result.status == evaluators.Status.OK else 1
 
 
 def _num(x: float | None, fmt: str) -> str:

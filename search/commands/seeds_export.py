@@ -1,7 +1,8 @@
 """`optforge seeds [--json]` and `optforge export SEED|FILE|ID --out FILE.py`.
 
-`export` resolves its argument with `resolve_rule`: an existing file is a rule file, then a
-seed name, then a program in the database (`--db`): its id or a structural-hash prefix.
+`export` resolves its argument with `seeds.resolve_rule` (the one resolver of every command):
+an existing file is a rule file, then a seed name, then a program in the database (`--db`):
+its id or a structural-hash prefix.
 
 The exported constructor's default `lr`: a seed's or rule file's own (its `lr:` line), and
 for a stored program the rate its decisive evaluation tuned (`decisive_lr`): the evaluation
@@ -19,14 +20,13 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..files import write_text_atomically
 
 if TYPE_CHECKING:
-    from optforge import dsl
+    from optforge.seeds import ResolvedRule
 
 
 def register(sub) -> None:
@@ -100,49 +100,25 @@ def _g(v) -> str:
 
 # ---- export ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ResolvedRule:
-    program: dsl.Program
-    provenance: str
-    default_lr: float | None
-    lr_note: str = ""  # where default_lr comes from, for the docstring
-
-
 def resolve_rule(arg: str, db: str | None = None) -> ResolvedRule:
-    """A rule file (if `arg` names an existing file), else a seed, else a stored program (an
-    id or a hash prefix). Raises `UserError` for anything else, and `dsl.RuleError` for a
-    file that does not parse."""
-    from optforge import dsl, seeds
+    """The rule `arg` names (`seeds.resolve_rule`, the one resolver, and its precedence),
+    a stored program in the database `db` included. `UserError` for a name that is nothing,
+    `dsl.RuleError` for a bad file."""
+    from optforge import seeds
 
-    if os.path.isdir(arg):
-        raise UserError(f"{arg} is a directory; give a rule file or a seed name")
-    if os.path.exists(arg):
-        rules = dsl.load_rules(arg)
-        if len(rules) != 1:
-            names = ", ".join(r.name for r in rules)
-            raise UserError(f"{arg} holds {len(rules)} rules ({names}); export takes a file "
-                            f"with one rule")
-        program = rules[0]
-        return ResolvedRule(program, f"rule file {os.path.basename(arg)}",
-                            seeds.rule_metadata(program).lr)
-    names = seeds.seed_names()
-    if arg in names:
-        info = seeds.seed_info(arg)
-        return ResolvedRule(info.program, f"optforge seed '{arg}' (seeds/{arg}.rule)", info.lr)
-    if arg.endswith(".rule") or os.sep in arg or "/" in arg:
-        raise UserError(f"no such file: {arg}")
-    if arg.isdigit() or (len(arg) >= 4 and all(c in "0123456789abcdef" for c in arg)):
-        return _stored_rule(arg, db)
-    hint = dsl.did_you_mean(arg, names)
-    raise UserError(f"'{arg}' is neither a rule file nor a seed; " + (f"{hint} " if hint else "")
-                    + "`optforge seeds` lists the seeds")
+    try:
+        return seeds.resolve_rule(arg, stored=lambda text: _stored_rule(text, db))
+    except seeds.UnknownRule as e:
+        raise UserError(str(e)) from None
 
 
 def _stored_rule(text: str, db: str | None) -> ResolvedRule:
+    from optforge.seeds import ResolvedRule
     from optforge.store import Store
     from optforge.store.errors import StoreError
 
     from optforge import dsl, seeds
+
     try:
         with Store(db, create=False) as store:
             record = store.find_program(text)

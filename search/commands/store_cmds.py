@@ -41,6 +41,7 @@ from sqlalchemy.exc import DBAPIError
 from .. import campaign_view as view
 from ..errors import UserError
 from ..stages import STAGE_VALIDATION
+from .show_forms import show_forms
 from .validate_cmd import format_validation, stored_validation
 
 
@@ -270,24 +271,6 @@ def run_top(args: argparse.Namespace) -> int:
 
 # ---- show ----------------------------------------------------------------------------------
 
-def _derived_forms(source: str) -> tuple[str | None, str | None, str | None]:
-    """(simplified source, LaTeX, why they are missing) computed by the language."""
-    from optforge.dsl.simplifier import simplify_bounded
-
-    from optforge import dsl
-
-    try:
-        prog = dsl.parse(source, filename="<stored program>")
-        result = simplify_bounded(prog)
-        if result.bound_hit is not None:  # the source itself stands: say why
-            return (f"(not simplified: {result.bound_hit})", dsl.to_latex(prog), None)
-        simplified = dsl.format_program(result.program)
-        return simplified, dsl.to_latex(prog), None
-    except Exception as e:  # noqa: BLE001 - a display aid must not hide the stored data
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        return None, None, first
-
-
 def run_show(args: argparse.Namespace) -> int:
     with _open(args) as st:
         prog = st.find_program(args.id)
@@ -297,7 +280,7 @@ def run_show(args: argparse.Namespace) -> int:
         parents = st.parents(prog.id)
         parent_names = {e.parent_id: st.get_program(e.parent_id).name for e in parents}
         children = st.children(prog.id)
-    simplified, latex, why_not = _derived_forms(prog.source)
+    simplified, latex, why_not = show_forms(prog.source)
     validations = [e for e in evals if e.stage == STAGE_VALIDATION]
     if args.json:
         _print_json({"program": _program_json(prog), "simplified_source": simplified,
@@ -320,7 +303,9 @@ def run_show(args: argparse.Namespace) -> int:
     if decisive is None:
         print(f"  score: none ({why})")
     else:
-        status = "" if decisive.status == "ok" else f", {decisive.status}"
+        from optforge.evaluators import Status  # (show loads the language, and torch, anyway)
+
+        status = "" if decisive.status == Status.OK else f", {decisive.status}"
         print(f"  score: {view.scored(decisive.score, decisive.suite)} (stage "
               f"{decisive.stage}{status}, evaluation {decisive.id}: {why})")
     print(f"  structural hash {prog.structural_hash}")

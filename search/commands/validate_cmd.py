@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from typing import Any, Mapping
 
@@ -52,16 +51,12 @@ def register(sub) -> None:
 
 
 def resolve(arg: str, db: str | None):
-    """``(program, where it came from)``: a rule file (positioned errors), else a seed, else
-    a stored program; a `UserError` for anything else."""
+    """``(program, where it came from)``: the checked rule `arg` names (`seeds.resolve_rule`:
+    a rule file, a seed, or a stored program); a `UserError` for anything else."""
     from optforge import dsl
 
-    from .eval_cmd import load_rule
     from .seeds_export import resolve_rule
 
-    if os.path.isfile(arg):
-        program = load_rule(arg)
-        return program, f"rule file {os.path.basename(arg)}"
     resolved = resolve_rule(arg, db)
     return dsl.ensure_valid(resolved.program), resolved.provenance
 
@@ -97,7 +92,9 @@ def run_validate(args) -> int:
             "comparators trained and cached for this suite version"
         print(f"\n{report.result.wall_time:.1f} s of training for the rule, {elapsed:.1f} s "
               f"in all; {how}")
-    return 0 if report.status == "ok" else 1
+    from optforge.evaluators import Status
+
+    return 0 if report.status == Status.OK else 1
 
 
 # ---- formatting, shared with `optforge show` and `optforge run` --------------------------------

@@ -209,7 +209,9 @@ def _pareto(data: ReportData, png: bytes | None) -> str:
 
 
 def _score_on(s: ScoreOn) -> str:
-    status = "" if s.status == "ok" else f" [{s.status}]"
+    from optforge.evaluators import Status
+
+    status = "" if s.status == Status.OK else f" [{s.status}]"
     return scored(s.score, s.suite, s.stage) + e(status)
 
 
@@ -348,7 +350,9 @@ def _statistics(data: ReportData) -> str:
     else:
         out.append('<p class="note">No evaluations yet.</p>')
     out.append("<h3>Failures by status</h3>")
-    failed = [(k, n) for k, n in s.by_status if k != "ok"]
+    from optforge.evaluators import Status
+
+    failed = [(k, n) for k, n in s.by_status if k != Status.OK]
     out.append(table(["status", "evaluations"], [[e(k), str(n)] for k, n in failed],
                      numeric=(1,)) if failed else
                f"<p>None: all {total} evaluations ended ok.</p>")

@@ -4,7 +4,7 @@ how to resume, and the campaign stays resumable."""
 
 from __future__ import annotations
 
-import optforge.search.engine
+import optforge.search.evaluation
 from optforge.evaluators.scoring import EvaluationError
 from optforge.search.cli import main
 from optforge.store import Store
@@ -19,7 +19,7 @@ def test_a_broken_evaluator_stops_the_run_in_one_line(tmp_path, capsys, monkeypa
 
     def broken(program, suite, **kw):
         raise EvaluationError("baseline sgd failed on every replica of task quadratic")
-    monkeypatch.setattr(search.engine, "evaluate", broken)
+    monkeypatch.setattr(search.evaluation, "evaluate", broken)
     code = main(["run", str(config_file(tmp_path)), "--workers", "1", "--name", "broken",
                  "--db", db, "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -79,17 +79,17 @@ def test_the_hurdle_is_a_quantile_of_the_recent_screening_scores(tmp_path):
     with Store(f"sqlite:///{tmp_path / 'h.db'}") as store:
         c = Campaign.create(store, replace(CONFIG, funnel=replace(CONFIG.funnel, hurdle=0.5)),
                             "h")
-        assert [c._below_hurdle(x) for x in (0.3, -5.0, 0.1, 0.2)] == [None] * 4  # too few
+        assert [c.hurdle.judge(x) for x in (0.3, -5.0, 0.1, 0.2)] == [None] * 4  # too few
         window = c.counters.recent_screens
         assert window == [0.3, -5.0, 0.1, 0.2]  # median 0.15
-        assert c._below_hurdle(0.14) == "screen: below the hurdle"
-        assert c._below_hurdle(0.2) is None  # the window is now [.., 0.14]: median 0.14
-        assert c._below_hurdle(float("-inf")) == "screen: failed"
+        assert c.hurdle.judge(0.14) == "screen: below the hurdle"
+        assert c.hurdle.judge(0.2) is None  # the window is now [.., 0.14]: median 0.14
+        assert c.hurdle.judge(float("-inf")) == "screen: failed"
         assert len(window) == 6  # failures do not enter the window
         for i in range(200):
-            c._below_hurdle(float(i))
+            c.hurdle.judge(float(i))
         assert window == [float(i) for i in range(200 - HURDLE_WINDOW, 200)]
-        assert c._below_hurdle(199 - HURDLE_WINDOW / 2 - 1) is not None
+        assert c.hurdle.judge(199 - HURDLE_WINDOW / 2 - 1) is not None
 
 
 def signalled_cli_run(tmp_path, name: str, sig: int, workers: int = 1) -> tuple[str, int]:
@@ -195,13 +195,11 @@ POOLED = replace(CONFIG, budget=10, workers=2)
 def test_on_a_pool_the_screenings_run_on_the_pool_too(tmp_path, monkeypatch):
     """With workers, this process only breeds and decides: a screening trained here
     would fail the campaign. Everything else holds as in a serial run."""
-    import optforge.search.engine
-
-    from optforge import search
+    from optforge.search import evaluation
 
     def no_training_here(*args, **kwargs):
         raise AssertionError("a screening was trained in the campaign's process")
-    monkeypatch.setattr(search.engine, "evaluate", no_training_here)
+    monkeypatch.setattr(evaluation, "evaluate", no_training_here)
     with Store(f"sqlite:///{tmp_path / 'pool.db'}") as store:
         c = Campaign.create(store, POOLED, "pool")
         summary = c.run(workers=2)
@@ -224,14 +222,28 @@ def test_a_twin_of_a_child_in_flight_is_not_trained_again(tmp_path, monkeypatch)
     """On a pool, a child whose twin is still being screened or trained is rejected: its
     twin's result is not in the caches yet, and training it again would spend budget on
     a known program."""
+    from optforge.search.breeding import RegularizedEvolution
     from optforge.search.mutations import MutationResult
+    twin = dsl.parse("def twin(w, g, lr, t):\n    return lr * sign(g)\n")
+
+    class AlwaysTwin(RegularizedEvolution):
+        def breed(self, rng, program_of, seed_ids):
+            return None, MutationResult(twin, "insert", {})
+
+    def breeding(config):
+        e = config.evolution
+        return AlwaysTwin(e.population, e.tournament, config.mutations, config.limits)
     with Store(f"sqlite:///{tmp_path / 'twin.db'}") as store:
-        c = Campaign.create(store, POOLED, "twin")
-        twin = dsl.parse("def twin(w, g, lr, t):\n    return lr * sign(g)\n")
-        monkeypatch.setattr(c, "_breed", lambda: (None, MutationResult(twin, "insert", {})))
+        c = Campaign.create(store, POOLED, "twin", breeding=breeding)
         for in_flight in (c.in_flight, c.screening):
             in_flight[dsl.structural_hash(twin)] = 1
-            assert c._draw() is None
+            assert c.draw() is None
             in_flight.clear()
         assert c.counters.rejections == {"duplicate in flight": 2}
-        assert c._draw().program.name == "c3"
+        assert c.draw().program.name == "c3"
+
+
+def test_the_reference_history_is_the_pinned_one(reference):
+    """The same campaign on SQLite as on the memory store, as before the engine's split."""
+    from .test_engine_parts import PINNED, assert_pinned
+    assert_pinned(reference[1], PINNED["plain"])

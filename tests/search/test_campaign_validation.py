@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import optforge.search.engine
+import optforge.search.finalists
 import pytest
 import torch
 from optforge.search.cli import main
@@ -96,7 +96,7 @@ def test_a_resume_after_the_validation_does_not_validate_again(finished, tmp_pat
 
         def no_training(*args, **kwargs):
             raise AssertionError("validated again")
-        monkeypatch.setattr(search.engine, "validate", no_training)
+        monkeypatch.setattr(search.finalists, "validate", no_training)
         resumed = Campaign.resume(store, cid)
         assert resumed.run(workers=1)["status"] == "finished"
         assert len(validations(store, cid)) == 1
@@ -104,7 +104,7 @@ def test_a_resume_after_the_validation_does_not_validate_again(finished, tmp_pat
 
 def test_a_validation_interrupted_before_its_commit_is_done_once_on_resume(tmp_path,
                                                                           monkeypatch):
-    real = search.engine.validate
+    real = search.finalists.validate
     calls = []
 
     def interrupted_once(*args, **kwargs):
@@ -112,7 +112,7 @@ def test_a_validation_interrupted_before_its_commit_is_done_once_on_resume(tmp_p
         if len(calls) == 1:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
-    monkeypatch.setattr(search.engine, "validate", interrupted_once)
+    monkeypatch.setattr(search.finalists, "validate", interrupted_once)
     with Store(f"sqlite:///{tmp_path / 'i.db'}") as store:
         c = Campaign.create(store, replace(CONFIG, budget=4), "interrupted")
         summary = c.run(workers=1)
@@ -130,7 +130,7 @@ def test_a_validation_interrupted_before_its_commit_is_done_once_on_resume(tmp_p
 def test_the_winner_is_chosen_on_stage_2_whatever_validation_says(tmp_path, monkeypatch, capsys):
     """Two final candidates, validation scores the reverse of their stage-2 order: the
     winner stays the stage-2 best, in the summary and in what `optforge run` prints."""
-    real = search.engine.validate
+    real = search.finalists.validate
     order = []
 
     def reversed_scores(program, *args, **kwargs):
@@ -138,7 +138,7 @@ def test_the_winner_is_chosen_on_stage_2_whatever_validation_says(tmp_path, monk
         order.append(program.name)
         score = 0.25 if len(order) == 1 else 4.0  # the stage-2 best validates worst
         return replace(report, result=replace(report.result, score=score))
-    monkeypatch.setattr(search.engine, "validate", reversed_scores)
+    monkeypatch.setattr(search.finalists, "validate", reversed_scores)
     config = replace(CONFIG, validation=replace(CONFIG.validation, candidates=2))
     with Store(f"sqlite:///{tmp_path / 'w.db'}") as store:
         c = Campaign.create(store, config, "winner")
@@ -161,7 +161,7 @@ def test_the_winner_is_chosen_on_stage_2_whatever_validation_says(tmp_path, monk
 def test_no_validation_when_disabled(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("validated though disabled")
-    monkeypatch.setattr(search.engine, "validate", no_training)
+    monkeypatch.setattr(search.finalists, "validate", no_training)
     config = replace(CONFIG, budget=4, validation=replace(CONFIG.validation, enabled=False))
     with Store(f"sqlite:///{tmp_path / 'd.db'}") as store:
         c = Campaign.create(store, config, "disabled")

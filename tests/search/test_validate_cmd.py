@@ -112,7 +112,7 @@ def test_a_failing_rule_exits_1_with_its_status(optforge, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["validate", "no_such_seed"], "'no_such_seed' is neither a rule file nor a seed"),
-    (["validate", "missing.rule"], "no such file: missing.rule"),
+    (["validate", "missing.rule"], "missing.rule: No such file or directory"),
     (["validate", "42", "--db", "sqlite:///{tmp}/none.db"], "no optforge database at"),
     (["validate", "42", "--db", "nonsense://"], "cannot use nonsense://"),
     (["validate", "{tmp}"], "is a directory"),

@@ -112,7 +112,7 @@ def test_export_refuses_what_it_cannot_write(optforge, tmp_path):
          "invalid.rule:2:5: the step does not depend on the gradient 'g'"),
         (("export", str(broken), "--out", str(out)), "did you mean 'sqrt'?"),
         (("export", "adamx", "--out", str(out)), "did you mean 'adamax'?"),
-        (("export", "missing.rule", "--out", str(out)), "no such file: missing.rule"),
+        (("export", "missing.rule", "--out", str(out)), "missing.rule: No such file or directory"),
         (("export", str(tmp_path), "--out", str(out)), "is a directory"),
         (("export", "adam", "--out", str(tmp_path)), "is a directory"),
         (("export", "adam", "--out", str(tmp_path / "no" / "x.py")), "does not exist"),

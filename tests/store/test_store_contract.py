@@ -157,6 +157,30 @@ def test_idempotent_evaluation_key(store: Store):
                                 score=0.1, key="k").id != first.id
 
 
+def test_stage_results_lists_one_stage_of_one_campaign_in_commit_order(store: Store):
+    """What a resuming campaign rebuilds its caches from (`search.storage` contract): the
+    campaign's evaluations at one stage, in commit order, with their programs, keys and
+    scores as stored (None and NaN kept), and nothing of other stages or campaigns."""
+    c, other = store.create_campaign("c", {}), store.create_campaign("d", {})
+    p1, p2 = store.add_program(program(1)), store.add_program(program(2))
+    store.add_evaluation(p2.id, campaign=c.id, suite="tiny", status="ok", score=0.5,
+                         stage=1, key="a", tasks=tasks(0.5))
+    store.add_evaluation(p1.id, campaign=c.id, suite="tiny", status="ok", score=0.9,
+                         stage=0, key="screen")
+    store.add_evaluation(p1.id, campaign=other.id, suite="tiny", status="ok", score=0.7,
+                         stage=1, key="a")
+    store.add_evaluation(p1.id, campaign=c.id, suite="tiny", status="nan", score=math.nan,
+                         stage=1, key="b")
+    store.add_evaluation(p2.id, campaign=c.id, suite="tiny", status="error", score=None,
+                         stage=1)
+    rows = store.stage_results(c.id, 1)
+    assert [(r.key, r.program) for r in rows] == [("a", p2), ("b", p1), (None, p2)]
+    assert rows[0].score == 0.5 and math.isnan(rows[1].score) and rows[2].score is None
+    assert [r.evaluation_id for r in rows] == sorted(r.evaluation_id for r in rows)
+    assert [r.key for r in store.stage_results(c.id, 0)] == ["screen"]
+    assert store.stage_results(c.id, 3) == []
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(suite="", status="ok", score=1.0), "suite"),
     (dict(suite="tiny", status="has space", score=1.0), "status"),
