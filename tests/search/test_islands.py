@@ -97,7 +97,7 @@ def test_run_island_needs_a_name(tmp_path):
                          text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[-1] == (
-        "optforge: error: --island K needs --name (the campaign its islands share) and K >= 0")
+        "optforge run: error: --island K needs --name (the campaign its islands share) and K >= 0")
     assert not (tmp_path / "x.db").exists()
 
 
