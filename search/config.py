@@ -22,7 +22,8 @@ from optforge.evaluators.tasks import SEARCH_SUITES, SUITES
 from .errors import UserError
 from .mutation_defaults import DEFAULT_WEIGHTS, Limits
 
-__all__ = ["CampaignConfig", "Evolution", "Funnel", "Simplify", "Validation", "load_config",
+__all__ = ["CampaignConfig", "Evolution", "Funnel", "Simplify", "Validation", "Islands",
+           "load_config",
            "default_config", "annotated_default", "config_from_dict"]
 
 
@@ -67,6 +68,16 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Islands:
+    """When several processes run the campaign as islands (`optforge run --island K`,
+    `search.islands`): every `migrate_every` stage-1 evaluations an island takes in the
+    best `migrants` programs of the others. Unused by a campaign of one process."""
+
+    migrate_every: int = 20
+    migrants: int = 2
+
+
+@dataclass(frozen=True)
 class CampaignConfig:
     name: str | None = None
     seeds: tuple[str, ...] = ("adamw",)
@@ -78,6 +89,7 @@ class CampaignConfig:
     funnel: Funnel = Funnel()
     simplify: Simplify = Simplify()
     validation: Validation = Validation()
+    islands: Islands = Islands()
 
     @property
     def limits(self) -> Limits:
@@ -191,7 +203,7 @@ def config_from_dict(data: Mapping[str, Any], where: str) -> CampaignConfig:
 
 
 _SECTIONS = {"evolution": Evolution, "funnel": Funnel, "simplify": Simplify,
-             "validation": Validation}
+             "validation": Validation, "islands": Islands}
 _TOP = {"name": (str,), "seeds": (list,), "seed": (int,), "budget": (int,), "workers": (int,)}
 
 
@@ -296,6 +308,8 @@ def _validated(cfg: CampaignConfig) -> CampaignConfig:
         problems.append("funnel.hurdle must be a quantile between 0 and 1")
     if cfg.funnel.stage2_max < 0 or cfg.simplify.max_ablations < 0:
         problems.append("stage2_max and max_ablations must be >= 0")
+    if cfg.islands.migrate_every < 1 or cfg.islands.migrants < 0:
+        problems.append("islands.migrate_every must be >= 1 and islands.migrants >= 0")
     if cfg.validation.candidates < 1:
         problems.append("validation.candidates must be >= 1 (1: the winner)")
     if cfg.validation.suite not in SUITES:

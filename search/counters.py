@@ -30,6 +30,7 @@ class Counters:
     best_program: int | None = None
     since_improvement: int = 0
     restarts: int = 0
+    immigrants: int = 0  # members taken in from other islands (search.islands)
     seed_ids: list = field(default_factory=list)
     training: dict = field(default_factory=dict)  # suite -> [evaluations, training seconds]
 

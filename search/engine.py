@@ -25,7 +25,9 @@ The engine is built from injected parts, each behind a small interface:
 * the screening hurdle (`hurdle.Hurdle`);
 * the recorder (`recorder.Recorder`), the one commit path;
 * the evaluator pool (`run(pool=...)`: any object with `evaluators.pool.EvaluatorPool`'s
-  interface; by default a local one with `workers` processes, or none when serial).
+  interface; by default a local one with `workers` processes, or none when serial);
+* when the campaign runs as one of several islands, its `islands.Island`: caches shared
+  through the store and migration between islands.
 
 Every finished evaluation is committed to the store in one transaction together with the
 program, its lineage and the campaign's checkpoint (population, RNG state, counters), so a
@@ -55,6 +57,8 @@ from .config import CampaignConfig, config_from_dict
 from .counters import Counters
 from .hurdle import HURDLE_WINDOW, Hurdle
 from .individuals import Child, Member, finite_or_none, stored_score
+from .islands import Island, island_of
+from optforge.store.islands import island_name
 from .probes import probe
 from .recorder import Recorder
 from .stages import STAGE1, Phase, Stage
@@ -78,8 +82,12 @@ class Campaign:
                  progress: Callable[[Counters], None] | None = None,
                  lease_ttl: float = leases.DEFAULT_TTL,
                  breeding: Callable[[CampaignConfig], BreedingStrategy] = strategy_for,
-                 caches: Callable[[], DuplicateCache] = InMemoryCache):
+                 caches: Callable[[], DuplicateCache] = InMemoryCache,
+                 island: Island | None = None):
         self.store, self.config, self.id = store, config, campaign_id
+        self.island = island
+        if island is not None:
+            caches = island.caches(store, config.funnel.stage1, config.funnel.screen)
         self.programs: dict[int, Program] = {}
         self.progress = progress
         self.stop_requested = False
@@ -111,12 +119,22 @@ class Campaign:
         return cls(store, config, record.id, **kw)
 
     @classmethod
+    def create_island(cls, store, config: CampaignConfig, group: str, index: int,
+                      **kw) -> "Campaign":
+        """Island `index` of campaign `group` (`search.islands`), stored as paused; it runs
+        with seed ``config.seed + index``."""
+        config = replace(config, seed=config.seed + index, name=island_name(group, index))
+        record = store.create_campaign(config.name, config.to_dict(), status="paused",
+                                       island_group=group, island=index)
+        return cls(store, config, record.id, island=island_of(record, config), **kw)
+
+    @classmethod
     def resume(cls, store: CampaignStore, name_or_id, **kw) -> "Campaign":
         """The campaign as its last checkpoint left it. `run` checks again once it holds
         the lease, and catches up if another process committed in between."""
         record = store.get_campaign(name_or_id)
         config = config_from_dict(record.config, f"campaign {record.name}")
-        campaign = cls(store, config, record.id, **kw)
+        campaign = cls(store, config, record.id, island=island_of(record, config), **kw)
         campaign.restore(store.load_checkpoint(record.id))
         return campaign
 
@@ -312,6 +330,8 @@ class Campaign:
         self.recorder.record(record.id, STAGE1, result,
                              f"stage1/{child.kind}/{child.number}", parent=child.parent_id,
                              mutation=child.kind, checkpoint=self.checkpoint_state())
+        if self.island is not None and self.island.due(c.stage1_evaluations):
+            self.island.migrate(self)
         if self.progress:
             self.progress(c)
 

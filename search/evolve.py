@@ -39,6 +39,8 @@ def evaluate_seeds(campaign: Campaign, pool) -> None:
     funnel = campaign.config.funnel
     children = [Child(p, None, "seed", i) for i, p in enumerate(seed_programs(campaign))
                 if not campaign.caches.knows(dsl.structural_hash(p))]
+    if campaign.island is not None:  # seeds another island trained: their scores, no training
+        children = [c for c in children if not _joined_from_group(campaign, c.program)]
     hurdle = campaign.hurdle
     if funnel.screen and pool is None:
         for child in children:
@@ -58,6 +60,20 @@ def evaluate_seeds(campaign: Campaign, pool) -> None:
     campaign.counters.seed_ids = [m.program_id for m in campaign.population]
     campaign.counters.phase = Phase.EVOLVE
     campaign.checkpoint_now()
+
+
+def _joined_from_group(campaign: Campaign, program: Program) -> bool:
+    """Whether an island of the campaign's group already trained `program` on stage 1; if so
+    it joins the population with that score."""
+    hit = campaign.caches.lookup({"structural": lambda: dsl.structural_hash(program),
+                                  "canonical": lambda: dsl.canonical_hash(program),
+                                  "fingerprint": lambda: dsl.fingerprint(program)})
+    if hit is None:
+        return False
+    kind, member = hit
+    campaign.counters.cache_hits[kind] += 1
+    campaign.breeding.join(member)
+    return True
 
 
 def seed_programs(campaign: Campaign) -> list[Program]:

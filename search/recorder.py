@@ -7,7 +7,7 @@ because nothing else writes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from optforge.evaluators import EvalResult
@@ -40,10 +40,12 @@ class Recorder:
 
     def commit(self, *, lineage: Lineage | None = None,
                evaluation: Mapping[str, Any] | None = None,
-               checkpoint: Mapping[str, Any] | None = None) -> None:
+               checkpoint: Mapping[str, Any] | None = None,
+               migrations: Sequence[tuple[int, int, float]] = ()) -> None:
         """One transaction: the lease check, the lineage edge, the evaluation (keyword
-        arguments of `add_evaluation`, program included), then the checkpoint. All or
-        nothing; `LeaseLost` (nothing written) if the lease was taken."""
+        arguments of `add_evaluation`, program included), the migrations from other islands
+        (source campaign, program, score), then the checkpoint. All or nothing; `LeaseLost`
+        (nothing written) if the lease was taken."""
         def transaction(tx: CampaignTransaction) -> int | None:
             if self.lease is not None:
                 tx.check_lease(self.lease)
@@ -52,6 +54,8 @@ class Recorder:
                                campaign=self.campaign_id)
             if evaluation is not None:
                 tx.add_evaluation(campaign=self.campaign_id, **evaluation)
+            for source, program, score in migrations:
+                tx.add_migration(self.campaign_id, source, program, score)
             if checkpoint is None:
                 return None
             return tx.save_checkpoint(self.campaign_id, **checkpoint).sequence

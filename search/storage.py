@@ -27,6 +27,10 @@ on. The contract, which every implementation keeps:
   its `sequence` by one (1 for the first); `load_checkpoint` returns the latest committed
   one, or None. Saved in the same transaction as the evaluation it accounts for, the two
   never disagree.
+
+Islands (`search.islands`) ask more of the store: the scores and best programs of every
+island of a group (`known_score`, `best_elsewhere`) and `tx.add_migration`. Only the
+SQLAlchemy `Store` has them: islands share a database, never a process's memory.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from . import convert, leases, queries, writes
+from . import convert, islands, leases, queries, writes
 from . import models as m
 from .engine import (
     Engines,
@@ -70,8 +70,13 @@ class Transaction:
         self._s = session
 
     def create_campaign(self, name: str, config: Mapping[str, Any] | None = None, *,
-                        status: str = "running") -> CampaignRecord:
-        return writes.create_campaign(self._s, name, config, status=status)
+                        status: str = "running", island_group: str | None = None,
+                        island: int | None = None) -> CampaignRecord:
+        return writes.create_campaign(self._s, name, config, status=status,
+                                      island_group=island_group, island=island)
+
+    def add_migration(self, campaign: int, source: int, program: int, score: float) -> bool:
+        return islands.add_migration(self._s, campaign, source, program, score)
 
     def set_campaign_status(self, campaign: CampaignRef, status: str) -> CampaignRecord:
         return writes.set_campaign_status(self._s, campaign, status)
@@ -210,9 +215,34 @@ class Store:
     # ---- campaigns -----------------------------------------------------------------------
 
     def create_campaign(self, name: str, config: Mapping[str, Any] | None = None, *,
-                        status: str = "running") -> CampaignRecord:
-        """A new campaign; its name must be unused (AlreadyExists otherwise)."""
-        return self._write(lambda s: writes.create_campaign(s, name, config, status=status))
+                        status: str = "running", island_group: str | None = None,
+                        island: int | None = None) -> CampaignRecord:
+        """A new campaign; its name must be unused (AlreadyExists otherwise). An island of
+        a campaign run by several processes names its group and index (store.islands)."""
+        return self._write(lambda s: writes.create_campaign(
+            s, name, config, status=status, island_group=island_group, island=island))
+
+    # ---- islands (see store.islands) -----------------------------------------------------
+
+    def islands(self, group: str) -> list[CampaignRecord]:
+        """The islands of `group`, by index."""
+        return self._read(lambda s: islands.islands(s, group))
+
+    def known_score(self, group: str, suite: str, stage: int, kind: str,
+                    key: str) -> islands.GroupScore | None:
+        """The best score any island of `group` has on (suite, stage) for a program whose
+        `kind` hash ("structural", "canonical", "fingerprint") is `key`."""
+        return self._read(lambda s: islands.known_score(s, group, suite, stage, kind, key))
+
+    def best_elsewhere(self, group: str, suite: str, stage: int, exclude: int,
+                       n: int) -> list[islands.GroupScore]:
+        """The `n` best distinct programs on (suite, stage) of the islands other than
+        `exclude`, best first."""
+        return self._read(lambda s: islands.best_elsewhere(s, group, suite, stage, exclude, n))
+
+    def migrations(self, campaign: int | None = None,
+                   group: str | None = None) -> list[islands.MigrationRecord]:
+        return self._read(lambda s: islands.migrations(s, campaign, group))
 
     def set_campaign_status(self, campaign: CampaignRef, status: str) -> CampaignRecord:
         return self._write(lambda s: writes.set_campaign_status(s, campaign, status))

@@ -27,7 +27,8 @@ def campaign(row: m.Campaign, now: datetime | None = None) -> CampaignRecord:
     return CampaignRecord(id=row.id, name=row.name, status=status,
                           config=dict(row.config or {}), created_at=row.created_at,
                           updated_at=row.updated_at, finished_at=row.finished_at,
-                          lease=leases.holder(row))
+                          lease=leases.holder(row), island_group=row.island_group,
+                          island=row.island)
 
 
 def program(row: m.Program) -> ProgramRecord:

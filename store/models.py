@@ -144,10 +144,15 @@ class Campaign(Base):
     lease_pid: Mapped[Optional[int]] = mapped_column(Integer)
     lease_since: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     lease_expires: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # An island of a campaign run by several processes (search.islands): the group is the
+    # campaign's name as the user gave it, `island` its index. Both NULL otherwise.
+    island_group: Mapped[Optional[str]] = mapped_column(String(200), index=True)
+    island: Mapped[Optional[int]] = mapped_column(Integer)
 
     __table_args__ = (
         CheckConstraint("status IN ('running', 'paused', 'finished', 'failed')",
                         name="status"),
+        UniqueConstraint("island_group", "island"),
     )
 
 
@@ -244,3 +249,18 @@ class CheckpointRow(Base):
     rng_state: Mapped[Any] = mapped_column(JSONText, nullable=False)
     counters: Mapped[Any] = mapped_column(JSONText, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Migration(Base):
+    """A program an island took into its population from another island of its group."""
+
+    __tablename__ = "migrations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    source_campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    score: Mapped[float] = mapped_column(Float(precision=53))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("campaign_id", "program_id"),)

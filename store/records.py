@@ -36,6 +36,8 @@ class CampaignRecord:
     updated_at: datetime
     finished_at: datetime | None
     lease: LeaseRecord | None = None  # the live or expired holder, if one holds it
+    island_group: str | None = None  # the campaign it is an island of (search.islands)
+    island: int | None = None  # its index in that group
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,8 @@ def _insert_ignore(s: Session, table, values: dict, conflict: list[str]) -> int 
 # ---- campaigns ---------------------------------------------------------------------------
 
 def create_campaign(s: Session, name: str, config: Mapping[str, Any] | None = None, *,
-                    status: str = "running") -> CampaignRecord:
+                    status: str = "running", island_group: str | None = None,
+                    island: int | None = None) -> CampaignRecord:
     if not isinstance(name, str) or not name.strip() or len(name) > 200 or \
             name != name.strip() or "\n" in name:
         raise InvalidRecord(f"a campaign name must be 1..200 characters on one line without "
@@ -116,10 +117,16 @@ def create_campaign(s: Session, name: str, config: Mapping[str, Any] | None = No
                             f"got {status!r}")
     config = dict(config or {})
     _jsonable("campaign config", config)
+    if (island_group is None) != (island is None):
+        raise InvalidRecord("an island names both its group and its index")
+    if island_group is not None and s.scalars(select(m.Campaign.name).where(
+            m.Campaign.island_group == island_group, m.Campaign.island == island)).first():
+        raise AlreadyExists(f"campaign {island_group!r} already has an island {island}")
     now = m.utcnow()
     new_id = _insert_ignore(s, m.Campaign.__table__, dict(
         name=name, status=status, config=config, created_at=now, updated_at=now,
-        finished_at=now if status in ("finished", "failed") else None), ["name"])
+        finished_at=now if status in ("finished", "failed") else None,
+        island_group=island_group, island=island), ["name"])
     if new_id is None:
         raise AlreadyExists(f"a campaign named {name!r} already exists")
     return convert.campaign(s.get(m.Campaign, new_id))

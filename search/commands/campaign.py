@@ -51,6 +51,10 @@ def register(sub) -> None:
                                                "core)")
     p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     p.add_argument("--name", help="campaign name (default: from the seed and the time)")
+    p.add_argument("--island", type=int, metavar="K",
+                   help="run as island K (0, 1, ...) of campaign --name: several processes "
+                        "sharing one database run one campaign as islands that share their "
+                        "results and migrate their best programs (docs/scale.md)")
     p.add_argument("--db", help="database URL (default: $OPTFORGE_DB or ./optforge.db)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -104,12 +108,18 @@ def run(args) -> int:
         except SuiteError as e:
             raise UserError(str(e)) from None
     _check_seeds(config.seeds)
+    if args.island is not None and (config.name is None or args.island < 0):
+        raise UserError("--island K needs --name (the campaign its islands share) and K >= 0")
     name = config.name or f"campaign-{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     pool = open_pool(args)  # before anything is stored: a bad cluster stores nothing
     with _closing(pool), _open_store(args.db) as store:
         from optforge.store.errors import StoreError
         try:
-            campaign = Campaign.create(store, config, name)
+            if args.island is None:
+                campaign = Campaign.create(store, config, name)
+            else:
+                campaign = Campaign.create_island(store, config, name, args.island)
+                name = campaign.config.name
         except StoreError as e:
             raise UserError(str(e)) from None
         print(f"campaign {name} (id {campaign.id}) in {store.display_url}", file=sys.stderr)
