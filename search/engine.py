@@ -178,8 +178,9 @@ class Campaign:
         """Run (or continue) the campaign; returns a summary. Ctrl-C stops it cleanly.
 
         `pool`: an evaluator pool (`evaluators.pool.EvaluatorPool`'s interface, e.g. an
-        `evaluators.dask_pool.DaskPool`) to train on, left open at the end; None builds a local one with `workers` processes (None: one
-        per core), or trains in this process when `workers` is 1.
+        `evaluators.dask_pool.DaskPool`) to train on, left open at the end; None builds a
+        local one with `workers` processes (None: one per core), or trains in this process
+        when `workers` is 1.
 
         The run holds the campaign's lease throughout: a second run of the same campaign is
         refused with `LeaseHeld` while this one lives, and every commit checks the lease,
