@@ -43,7 +43,7 @@ from dataclasses import replace
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from .jobs import Job, error_run, run_job
+from .jobs import Job, failed_runs, run_job, run_work
 from .pool import HARD_LIMIT, WORKER_DIED, _default_hard_limit
 from .scoring import EvaluationError
 from .trainer import Status, TaskRun
@@ -159,19 +159,22 @@ class DaskPool:
 
     `scheduler`: the scheduler's address (or `client`, an existing `distributed.Client`,
     which then stays open after `close`); `runner`: the function a worker applies to a job
-    (importable by reference on the workers); `hard_limit_s(job)`: seconds after which a job
-    counts as hung (default: as `EvaluatorPool`'s); `connect_timeout`: seconds to reach the
-    scheduler and to wait for a first worker."""
+    (importable by reference on the workers; the default runs a `Job` and a group job,
+    `GroupJob`, as `EvaluatorPool`'s does; another runner runs single jobs unless `groups`);
+    `hard_limit_s(job)`: seconds after which a job counts as hung (default: as
+    `EvaluatorPool`'s); `connect_timeout`: seconds to reach the scheduler and to wait for a
+    first worker."""
 
     POLL_S = 0.5  # how often hard limits are checked while nothing finishes
 
     def __init__(self, scheduler: str | None = None, *, client: Any = None,
-                 runner: Callable[[Job], TaskRun] = run_job,
+                 runner: Callable[[Job], TaskRun] = run_work,
                  hard_limit_s: Callable[[Job], float] | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT_S):
+                 connect_timeout: float = CONNECT_TIMEOUT_S, groups: bool | None = None):
         distributed = _import_distributed()
         self._distributed = distributed
-        self.runner = runner
+        self.groups = runner in (run_work, run_job) if groups is None else groups
+        self.runner = run_work if runner is run_job and self.groups else runner
         self.hard_limit_s = hard_limit_s or _default_hard_limit
         self.restarts = 0
         self._discarded: set[Hashable] = set()
@@ -282,7 +285,7 @@ class DaskPool:
                     if now - started > limit:
                         del flying[future]
                         self._stop_hung(future)
-                        yield key, error_run(job.task, f"{HARD_LIMIT} ({limit:.0f} s)",
+                        yield key, failed_runs(job, f"{HARD_LIMIT} ({limit:.0f} s)",
                                              Status.TIMEOUT, limit)
                 if on_idle is not None:
                     on_idle()
@@ -301,13 +304,13 @@ class DaskPool:
             return future.result()
         except self._distributed.scheduler.KilledWorker as e:
             self.restarts += 1
-            return error_run(job.task, f"{WORKER_DIED} ({str(e).splitlines()[0][:200]})",
+            return failed_runs(job, f"{WORKER_DIED} ({str(e).splitlines()[0][:200]})",
                              Status.ERROR, elapsed)
         except self._distributed.client.FutureCancelledError as e:
             raise EvaluationError(f"lost the dask scheduler at {self.address}: it dropped "
                                   f"a job ({str(e)[:160]})") from None
         except Exception as e:  # noqa: BLE001 - a job that raised: its error, not the pool's
-            return error_run(job.task, f"{type(e).__name__}: {e}", Status.ERROR, elapsed)
+            return failed_runs(job, f"{type(e).__name__}: {e}", Status.ERROR, elapsed)
 
     def _stop_hung(self, future: Any) -> None:
         """Cancel a hung job and restart the worker stuck in it (its thread cannot be
