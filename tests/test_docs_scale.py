@@ -35,7 +35,7 @@ def test_the_flags_shown_are_the_commands():
         assert {"--pool", "--scheduler", "--connect-timeout", "--db"} <= flags[command]
     shown = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", PAGE.read_text("utf-8")))
     dask_cli = {"--nworkers", "--nthreads"}  # `dask worker`'s, not ours
-    known = flags["run"] | flags["resume"] | {"--campaign"}  # (`top --campaign`)
+    known = flags["run"] | flags["resume"] | {"--campaign", "--only-batched"}  # (top, bench)
     assert shown - dask_cli <= known, shown - dask_cli - known
 
 
