@@ -212,7 +212,7 @@ def evaluate_on_suites(candidates: Iterable[tuple[Program, str]], suites: Iterab
             s = get_suite(suite, pool.device_kind)
             by_name[s.name] = (s, ensure_baselines(s, pool=pool, cache=cache,
                                                    progress=progress))
-        if not pool.groups:
+        if not getattr(pool, "groups", False):  # a pool that does not say it runs groups
             size = 1
         elif group_size is None:
             size = min(default_group_size(s, pool.device_kind) for s, _ in by_name.values())

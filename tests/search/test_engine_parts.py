@@ -22,7 +22,8 @@ from optforge import seeds
 
 from .test_campaign import CONFIG, history
 
-# `history` of three tiny campaigns as the engine made them before it was split into parts:
+# `history` of three tiny campaigns as the engine made them before it was split into parts
+# (re-pinned when atan2 and logsumexp joined the op table: mutations draw from it):
 # (structural hash prefix, stage, score); every stage trains on `tiny`.
 PINNED = json.loads((Path(__file__).parent / "data" / "pinned_histories.json").read_text())
 CONFIGS = {
