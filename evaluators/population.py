@@ -45,7 +45,7 @@ from .trainer import (
     _by_rate,
     _describe,
     _next_state,
-    stream_seed,
+    seeded_start,
 )
 
 __all__ = ["Member", "train_population"]
@@ -98,15 +98,7 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
     budgets = [task.time_budget_s if m.time_budget_s is None else m.time_budget_s
                for m in members]
     start = clock()
-    inits, plans = [], []
-    for s in seeds:
-        inits.append(problem.init(torch.Generator().manual_seed(stream_seed(task.name, s,
-                                                                            "init"))))
-        plans.append(problem.plan(torch.Generator().manual_seed(stream_seed(task.name, s,
-                                                                            "data")),
-                                  task.steps, task.batch_size))
-    columns = [torch.stack([init[k] for init in inits]).reshape(n_seed, -1)
-               for k in range(len(problem.shapes))]
+    columns, plans = seeded_start(problem, task, seeds)
     seed_of = torch.cat([torch.arange(r) % n_seed for r in sizes])
     batch = _Batch(
         flat=torch.cat(columns, dim=1)[seed_of].to(device=device, dtype=torch.float32),

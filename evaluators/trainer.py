@@ -162,16 +162,7 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
     start = clock()
     seed_of = torch.arange(r) % n_seed
 
-    # Per-seed initial parameters and sampling plans, drawn on the CPU, then replicated.
-    inits, plans = [], []
-    for s in seeds:
-        inits.append(problem.init(torch.Generator().manual_seed(stream_seed(task.name, s,
-                                                                            "init"))))
-        plans.append(problem.plan(torch.Generator().manual_seed(stream_seed(task.name, s,
-                                                                            "data")),
-                                  task.steps, task.batch_size))
-    columns = [torch.stack([init[k] for init in inits]).reshape(n_seed, -1)
-               for k in range(len(problem.shapes))]
+    columns, plans = seeded_start(problem, task, seeds)
     batch = _Batch(
         flat=torch.cat(columns, dim=1)[seed_of].to(device=device, dtype=torch.float32),
         shapes=[shape for _, shape in problem.shapes],
@@ -261,6 +252,22 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
         initial_losses=tuple(initial[:n_seed].tolist()),
         steps=steps_run, wall_time=clock() - built, error=error,
         curve=tuple((step, _by_rate(losses, n_lr, n_seed)) for step, losses in curve))
+
+
+def seeded_start(problem: Problem, task: Task, seeds: Sequence[int]):
+    """Each seed's initial parameters (one ``[n_seed, numel]`` column per parameter tensor)
+    and sampling plan, drawn on the CPU from the seed's own streams: what every replica of
+    that seed starts from, however many replicas share a batch."""
+    inits, plans = [], []
+    for s in seeds:
+        inits.append(problem.init(torch.Generator().manual_seed(stream_seed(task.name, s,
+                                                                            "init"))))
+        plans.append(problem.plan(torch.Generator().manual_seed(stream_seed(task.name, s,
+                                                                            "data")),
+                                  task.steps, task.batch_size))
+    columns = [torch.stack([init[k] for init in inits]).reshape(len(seeds), -1)
+               for k in range(len(problem.shapes))]
+    return columns, plans
 
 
 def _by_rate(flat: Sequence[float], n_lr: int, n_seed: int) -> tuple[tuple[float, ...], ...]:
