@@ -18,8 +18,8 @@ RESUMABLE = ("paused", "interrupted", "failed")
 
 
 # The default campaign's cost, measured: `optforge run` on the embedded defaults, 2 workers
-# on the 2-core CPU development machine, 2026-12-01 (429 s).
-DEFAULT_CAMPAIGN_TIME = "about 7 minutes on a 2-core CPU machine"
+# on the 2-core CPU development machine, 2026-12-02 (336 s, population-batched evaluation).
+DEFAULT_CAMPAIGN_TIME = "about 6 minutes on a 2-core CPU machine"
 
 
 def register(sub) -> None:

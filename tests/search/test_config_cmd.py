@@ -24,6 +24,6 @@ def test_run_help_states_the_defaults(capsys):
     d = default_config()
     for phrase in (f"(default {d.budget})", f"(default {d.funnel.stage1})",
                    f"(default {d.funnel.stage2})", f"(default {d.seed})",
-                   "default 0: one per core", "about 7 minutes on a 2-core CPU machine",
+                   "default 0: one per core", "about 6 minutes on a 2-core CPU machine",
                    "`optforge config` prints it"):
         assert phrase in help_text, phrase
