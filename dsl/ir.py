@@ -30,7 +30,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator, Union
 
+from .context import CONTEXT_INPUTS
 from .ops import OPS
+from .slots import SlotShape
 
 Arg = Union[str, float]
 
@@ -39,6 +41,10 @@ INPUTS: tuple[str, ...] = ("w", "g", "lr", "t")
 1-based step count. `w`, `g` are tensors; `lr`, `t` are scalars."""
 
 SCALAR_INPUTS = frozenset({"lr", "t"})
+
+# Names a rule may read without declaring them (`dsl.context`): the loss, the Hessian
+# estimate and the matrix view's shape. Reserved: no parameter, slot or variable takes them.
+RESERVED: tuple[str, ...] = INPUTS + CONTEXT_INPUTS
 
 _TEMP = re.compile(r"_[0-9]+\Z")
 
@@ -83,6 +89,12 @@ class Program:
     returns: tuple[Arg, ...]  # the step, then the new value of each state slot in order
     doc: str = ""
     origin: Origin | None = field(default=None, compare=False, hash=False, repr=False)
+    # state slots stored at a reduced shape (`dsl.slots`), in state order; a slot not named
+    # here is FULL. Storage only: it never changes what the rule computes.
+    slot_shapes: tuple[tuple[str, SlotShape], ...] = ()
+
+    def slot_shape(self, slot: str) -> SlotShape:
+        return dict(self.slot_shapes).get(slot, SlotShape.FULL)
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -138,8 +150,12 @@ def validate(p: Program) -> None:
     Raises ValueError naming the first violation."""
     if not p.returns or len(p.returns) != 1 + len(p.state):
         raise ValueError(f"{p.name}: returns must be the step and one value per state slot")
-    defined = set(p.params)
+    defined = set(p.params) | set(CONTEXT_INPUTS)
     hyper = p.hyper_defaults
+    for slot, shape in p.slot_shapes:
+        if slot not in p.state or shape is SlotShape.FULL or not isinstance(shape, SlotShape):
+            raise ValueError(f"{p.name}: slot shape {slot!r}: {shape!r} names no reduced "
+                             f"state slot")
     for i, s in enumerate(p.body):
         op = OPS.get(s.op)
         if op is None:
@@ -151,7 +167,7 @@ def validate(p: Program) -> None:
                 raise ValueError(f"{p.name}: statement {i}: {a!r} read before assignment")
         if is_temp(s.target) and s.target != temp_name(i):
             raise ValueError(f"{p.name}: statement {i}: temporary {s.target!r} misnumbered")
-        if s.target in INPUTS or s.target in hyper:
+        if s.target in RESERVED or s.target in hyper:
             raise ValueError(f"{p.name}: statement {i}: assigns input {s.target!r}")
         defined.add(s.target)
     for a in p.returns:

@@ -46,6 +46,8 @@ from enum import Enum, IntEnum
 import sympy
 import torch
 
+from .model_ops import global_norm, global_sum
+
 __all__ = ["Op", "OpKind", "OPS", "INFIX", "UNARY_MINUS", "Prec", "Infix", "SYNTAX",
            "UnknownOpError", "op_for", "newton_schulz", "matrix_view", "fold_constant"]
 
@@ -54,6 +56,13 @@ class OpKind(str, Enum):
     ELEMENTWISE = "elementwise"
     REDUCTION = "reduction"  # per-tensor reduction over the non-replica axes, broadcast back
     MATRIX = "matrix"  # acts on the matrix view of a tensor, result has the input's shape
+    # whole-model reduction over every parameter of the group, a scalar (dsl.model_ops);
+    # its torch_fn is ``(lead, xs, params)``: the argument's value and the parameter, for
+    # every parameter of the group
+    GLOBAL = "global"
+    # the gradient at a perturbed point (`grad_at`), computed by the caller's model
+    # (dsl.context); its torch_fn is ``(lead, es, params, grad_at)``
+    GRADIENT = "gradient"
 
 
 @dataclass(frozen=True)
@@ -239,6 +248,11 @@ def _op(name, arity, kind, impl, sympy_fn, latex, cost, domain, symbol=None, *,
 
 
 E, R, M = OpKind.ELEMENTWISE, OpKind.REDUCTION, OpKind.MATRIX
+G = OpKind.GLOBAL
+
+
+def _grad_at(lead, es, params, grad_at):
+    return list(grad_at(es))
 
 _TABLE: tuple[Op, ...] = (
     # arithmetic (infix in the surface syntax)
@@ -353,6 +367,25 @@ _TABLE: tuple[Op, ...] = (
         params=("x",), doc="mean of each column of the matrix view",
         definition=r"\tfrac{1}{r} \textstyle\sum_i X_{ij} \text{ in column } j",
         on_filled=lambda c: c),
+    # whole-model ops: over every parameter of the group (dsl.model_ops, dsl.context)
+    _op("global_sum", 1, G, global_sum, _opaque("global_sum"),
+        "\\textstyle\\sum_{{\\Theta}} {0}", 3,
+        "sum over every entry of every parameter of the group; a scalar argument counts once "
+        "per entry; a scalar",
+        params=("x",), doc="sum of x over every parameter of the group (a scalar)",
+        definition=r"\textstyle\sum_{p \in \Theta} \sum_i x_{p,i}"),
+    _op("global_norm", 1, G, global_norm, _opaque("global_norm"),
+        "\\lVert {0} \\rVert_{{\\Theta}}", 3,
+        "L2 norm over every entry of every parameter of the group, as the norm of the "
+        "per-tensor norms (torch's clip_grad_norm_); a scalar",
+        params=("x",), doc="L2 norm of x over every parameter of the group (a scalar)",
+        definition=r"\sqrt{\textstyle\sum_{p \in \Theta} \sum_i x_{p,i}^2}"),
+    _op("grad_at", 1, OpKind.GRADIENT, _grad_at, _opaque("grad_at"),
+        "\\nabla f(w + {0})", 10,
+        "the gradient of this step's minibatch loss at w + e, e evaluated for every parameter "
+        "(one more forward and backward pass); nan or inf where the loss there is",
+        params=("e",), doc="the gradient at the perturbed point w + e (SAM)",
+        definition=r"\nabla_w f(w + e)"),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}
@@ -366,6 +399,8 @@ def fold_constant(op: str, args: tuple[float, ...] | list[float]) -> float | Non
     """The value of `op` applied to constants, computed in float64 by the op's own torch
     implementation, or None when that is not a finite number or `op` needs a tensor."""
     impl = op_for(op, "constant folder")
+    if impl.kind in (OpKind.GLOBAL, OpKind.GRADIENT):  # they depend on the model
+        return None
     if impl.kind is OpKind.MATRIX:  # a constant stands for a tensor filled with it
         return impl.on_filled(*args) if impl.on_filled is not None else None
     with torch.no_grad():
