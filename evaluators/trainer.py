@@ -41,11 +41,23 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from ..dsl import slots
+from ..dsl.context import StepContext
+from ..dsl.slots import SlotShape
 from .models import Problem, build_problem
+from .step_inputs import Features, Probes, features, grad_at_fn, hessian
 from .tasks import Task
 
-__all__ = ["Status", "TaskRun", "train_task", "train_replicas", "merge_runs",
-           "TRAINER_VERSION", "DIVERGENCE_FACTOR", "stream_seed"]
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "TRAINER_VERSION",
+    "Status",
+    "TaskRun",
+    "merge_runs",
+    "stream_seed",
+    "train_replicas",
+    "train_task",
+]
 
 # Bump when a change to this module changes what a run computes: it is part of every suite
 # version, so cached baselines are recomputed.
@@ -143,7 +155,13 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
     `kernel` (a `dsl.kernel.Kernel`: `bind`, `prepare`, `apply`, `elementwise`, `n_state`),
     each at its peak rate times the task's schedule (`evaluators.schedules`).
 
-    `time_budget_s` overrides the task's budget; `problem` reuses an already built problem
+    A rule that reads more than its gradient (`Kernel.needs`: the loss, a Hessian
+    estimate, a second gradient) gets it computed here (`evaluators.step_inputs`); the
+    task's time budget is scaled by the rule's passes per step (`Kernel.passes`:
+    `dsl.needs.passes_per_step`), since each step costs that many forward-and-backward
+    passes.
+
+    `time_budget_s` overrides the (scaled) task budget; `problem` reuses an already built problem
     (it must be `task`'s, on `device`). `record_every` > 0 records every replica's
     validation loss each `record_every` steps and at the end (`TaskRun.curve`, one
     validation pass each). Raises only for a broken task (unknown model, missing data);
@@ -151,7 +169,8 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
     """
     built = clock()
     device = torch.device(device)
-    budget = task.time_budget_s if time_budget_s is None else time_budget_s
+    feats = features(kernel)
+    budget = task.time_budget_s * feats.passes if time_budget_s is None else time_budget_s
     lrs, seeds = tuple(float(x) for x in lrs), tuple(int(s) for s in seeds)
     n_lr, n_seed = len(lrs), len(seeds)
     r = n_lr * n_seed
@@ -169,6 +188,8 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
         lr=torch.tensor(lrs, dtype=torch.float32, device=device).repeat_interleave(n_seed),
         plan=torch.stack(plans, dim=1)[:, seed_of].to(device),  # [steps, R, ...]
         ids=torch.arange(r, device=device))
+    probes = Probes(lambda s: stream_seed(task.name, s, "hutchinson"), seeds,
+                    batch.shapes) if feats.hess else None
 
     status = [Status.OK] * r
     final = [float("nan")] * r
@@ -198,7 +219,7 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
     curve: list[tuple[int, list[float]]] = []
     flat_mode = kernel.elementwise
     if batch is not None:
-        batch.init_state(kernel.n_state, flat_mode)
+        batch.init_state(kernel, flat_mode)
     for k in range(task.steps if batch is not None else 0):
         if clock() - start > budget:
             mark(None, Status.TIMEOUT)
@@ -206,7 +227,12 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
             break
         try:
             losses = problem.loss(batch.leaves, batch.plan[k])
-            grads = torch.autograd.grad(losses.sum(), batch.leaves)
+            grads = torch.autograd.grad(losses.sum(), batch.leaves, create_graph=feats.hess)
+            hess = None
+            if feats.hess:
+                z = probes.for_rows(k, batch.ids.cpu() % n_seed, device)
+                hess = hessian(grads, batch.leaves, z)
+                grads = [g.detach() for g in grads]
             with torch.no_grad():
                 if k % check_every == 0:
                     lv = losses.detach()
@@ -220,8 +246,11 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
                             break
                         batch.keep(ok)
                         grads = [g[ok] for g in grads]
+                        losses = losses[ok]
+                        hess = None if hess is None else [h[ok] for h in hess]
                 scalars = kernel.prepare(t_values[k], bound)
-                batch.update(kernel, grads, scalars, bound, flat_mode, lr_factors[k])
+                batch.update(kernel, grads, scalars, bound, flat_mode, lr_factors[k],
+                             step_context(feats, problem, batch, k, losses, hess))
             steps_run = k + 1
             if record_every and steps_run % record_every == 0 and steps_run < task.steps:
                 curve.append((steps_run, _checkpoint(problem, batch, r)))
@@ -270,6 +299,21 @@ def seeded_start(problem: Problem, task: Task, seeds: Sequence[int]):
     return columns, plans
 
 
+def step_context(feats: Features, problem: Problem, batch: "_Batch", k: int,
+                 losses: torch.Tensor, hess: list[torch.Tensor] | None,
+                 rows: slice = slice(None)) -> StepContext | None:
+    """What the rule reads at step `k` (`evaluators.step_inputs`) for the batch's `rows`:
+    their losses ``[n]``, Hessian estimates and second gradient; None for a rule that
+    reads nothing."""
+    if not (feats.needs & {"loss", "hess", "grad_at"}):
+        return None
+    return StepContext(
+        loss=losses.detach()[rows] if feats.loss else None,
+        hess=[h[rows] for h in hess] if feats.hess else None,
+        grad_at=grad_at_fn(problem, [v[rows] for v in batch.views], batch.plan[k][rows])
+        if "grad_at" in feats.needs else None)
+
+
 def _by_rate(flat: Sequence[float], n_lr: int, n_seed: int) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(flat[i * n_seed:(i + 1) * n_seed]) for i in range(n_lr))
 
@@ -311,27 +355,19 @@ class _Batch:
         # Leaves share the flat buffer's memory: gradients come per tensor, updates in place.
         self.leaves = [v.detach().requires_grad_() for v in self.views]
 
-    def init_state(self, n_state: int, flat_mode: bool) -> None:
+    def init_state(self, kernel, flat_mode: bool) -> None:
         targets = [self.flat] if flat_mode else self.views
-        self.states = [tuple(torch.zeros_like(t) for _ in range(n_state)) for t in targets]
+        self.states = [initial_state(kernel, t) for t in targets]
 
     @staticmethod
     def lr_for(lr: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return lr.view((w.shape[0],) + (1,) * (w.dim() - 1))
 
     def update(self, kernel, grads, scalars, bound, flat_mode: bool,
-               lr_factor: torch.Tensor) -> None:
-        n = self.flat.shape[0]
+               lr_factor: torch.Tensor, context: StepContext | None = None) -> None:
         lr = self.lr * lr_factor  # this step's scheduled rate of every replica
-        if flat_mode:
-            pairs = [(self.flat, torch.cat([g.reshape(n, -1) for g in grads], dim=1))]
-        else:
-            pairs = list(zip(self.views, grads))
-        for i, (w, g) in enumerate(pairs):
-            step, new_state = kernel.apply(w, g, self.lr_for(lr, w), self.states[i], scalars,
-                                           bound)
-            self.states[i] = _next_state(w, new_state)
-            w.sub_(step)
+        apply_rule(kernel, self.flat if flat_mode else None, self.views, grads, lr,
+                   self.states, scalars, bound, context)
 
     def keep(self, mask: torch.Tensor) -> None:
         idx = mask.nonzero().squeeze(1)
@@ -344,10 +380,49 @@ class _Batch:
         self._views()
 
 
-def _next_state(w: torch.Tensor, new: tuple) -> tuple:
+def initial_state(kernel, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Zero state for parameter `w` (``[n, *shape]``), each slot in its stored shape."""
+    return tuple(torch.zeros_like(w) if shape is SlotShape.FULL else slots.zeros(shape, w, 1)
+                 for shape in features(kernel).slot_shapes)
+
+
+def apply_rule(kernel, flat: torch.Tensor | None, views, grads, lr: torch.Tensor, states,
+               scalars, bound, context: StepContext | None) -> None:
+    """One step of `kernel` on parameters `views` (``[n, *shape]`` each, updated in place)
+    with gradients `grads`, per-row rates `lr` ``[n]`` and `states` (a list, replaced
+    entry by entry): one call on the flat ``[n, P]`` buffer `flat` (flat mode), one per
+    tensor, or one for the whole group (a grouped rule)."""
+    n = lr.shape[0]
+    feats = features(kernel)
+    shapes = feats.slot_shapes
+    if feats.grouped:
+        lrs = [_Batch.lr_for(lr, w) for w in views]
+        steps, new_states = kernel.apply_group(list(views), list(grads), lrs, list(states),
+                                               scalars, bound, context)
+        for i, (w, step, new) in enumerate(zip(views, steps, new_states)):
+            states[i] = _next_state(w, new, shapes)
+            w.sub_(step)
+        return
+    loss = None if context is None or context.loss is None else context.loss
+    hess = None if context is None else context.hess
+    if flat is not None:
+        pairs = [(flat, torch.cat([g.reshape(n, -1) for g in grads], dim=1),
+                  None if hess is None else torch.cat([h.reshape(n, -1) for h in hess], 1))]
+    else:
+        pairs = list(zip(views, grads, hess if hess is not None else [None] * len(views)))
+    for i, (w, g, h) in enumerate(pairs):
+        step, new_state = kernel.apply(w, g, _Batch.lr_for(lr, w), states[i], scalars, bound,
+                                       None if loss is None else _Batch.lr_for(loss, w), h)
+        states[i] = _next_state(w, new_state, shapes)
+        w.sub_(step)
+
+
+def _next_state(w: torch.Tensor, new: tuple, shapes: tuple = ()) -> tuple:
     out = []
-    for n in new:
-        if n is w:  # a rule that stores w itself: keep a copy, w is updated in place
+    for i, n in enumerate(new):
+        if i < len(shapes) and shapes[i] is not SlotShape.FULL:
+            pass  # stored reduced by the kernel (`dsl.slots.store`: its own copy)
+        elif n is w:  # a rule that stores w itself: keep a copy, w is updated in place
             n = n.clone()
         elif n.shape != w.shape:  # a state the rule left scalar
             n = n.expand(w.shape)
