@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from .models import Problem, build_problem
+from .rule_step import apply_rule, initial_state, next_state, step_context
 from .step_inputs import Probes, features, hessian
 from .tasks import Task
 from .trainer import (
@@ -47,11 +48,7 @@ from .trainer import (
     _Batch,
     _by_rate,
     _describe,
-    _next_state,
-    apply_rule,
-    initial_state,
     seeded_start,
-    step_context,
     stream_seed,
 )
 
@@ -314,7 +311,7 @@ def _update(kernel, batch: _Batch, rows: slice, grads, g_flat, lr: torch.Tensor,
         loss = None if context is None or context.loss is None else context.loss.view(-1, 1)
         step, new_state = kernel.apply(w, g_flat[rows], lr_col[rows], states[0], scalars,
                                        bound, loss, None)
-        states[0] = _next_state(w, new_state)
+        states[0] = next_state(w, new_state)
         w.sub_(step)
         return
     apply_rule(kernel, batch.flat[rows] if flat_mode else None,
