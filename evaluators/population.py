@@ -39,7 +39,7 @@ import torch
 
 from .models import Problem, build_problem
 from .rule_step import apply_rule, initial_state, next_state, step_context
-from .step_inputs import Probes, features, hessian
+from .step_inputs import Probes, features, hessian, loss_and_grads
 from .tasks import Task
 from .trainer import (
     DIVERGENCE_FACTOR,
@@ -200,16 +200,12 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
         if not any(counts):
             break
         try:
-            losses = problem.loss(batch.leaves, batch.plan[k])
             readers = [m for m in range(len(members)) if counts[m] and feats[m].hess]
-            grads = torch.autograd.grad(losses.sum(), batch.leaves,
-                                        create_graph=bool(readers))
-            hess = None
-            if readers:  # timed apart: only the members that read it pay for it
+            z = probes.for_rows(k, seed_of[batch.ids.cpu()], device) if readers else None
+            losses, grads, hess = loss_and_grads(problem, batch.leaves, batch.plan[k])
+            if readers:  # timed apart: the members that read it pay for it
                 began = clock()
-                z = probes.for_rows(k, seed_of[batch.ids.cpu()], device)
-                hess = hessian(grads, batch.leaves, z)
-                grads = [g.detach() for g in grads]
+                hess = hessian(problem, batch.leaves, batch.plan[k], z)
                 took = clock() - began
                 share = sum(counts[m] for m in readers)
                 for m in readers:

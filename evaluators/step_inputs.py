@@ -6,8 +6,8 @@ batch still training:
 
 * ``loss``: each row's minibatch loss, the one whose gradient is `g` (already computed);
 * ``hess``: a Hutchinson estimate ``z * (H z)`` of the Hessian diagonal at the row's
-  parameters, from a gradient computed with ``create_graph=True`` (only when some rule of
-  the batch reads it). The probe `z` of a row comes from its SEED's own generator
+  parameters, from its own forward and backward with ``create_graph=True`` (only when
+  some rule of the batch reads it; `hessian` says why its own). The probe `z` of a row comes from its SEED's own generator
   (`stream_seed(task, seed, "hutchinson")`), one draw per training step in step order, so
   a row's `z` depends on (task, seed, step) only: every rate of a seed sees the same
   probes, alone or in a population batch, whatever was dropped (`Probes`);
@@ -29,7 +29,7 @@ import torch
 from ..dsl.context import hutchinson, rademacher
 from ..dsl.slots import SlotShape
 
-__all__ = ["Features", "Probes", "features", "grad_at_fn", "hessian"]
+__all__ = ["Features", "Probes", "features", "grad_at_fn", "hessian", "loss_and_grads"]
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,35 @@ class Probes:
                 for j in range(len(self.shapes))]
 
 
-def hessian(grads: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor],
+def loss_and_grads(problem, leaves: Sequence[torch.Tensor], plan: torch.Tensor,
+                   z: Sequence[torch.Tensor] | None = None):
+    """Each row's minibatch loss ``[n]`` and gradients at `leaves` (``[n, *shape]``
+    autograd leaves), and with probes `z` the Hutchinson estimate of each row's Hessian
+    diagonal (`hessian`; None without): ``(losses, grads, hess)``."""
+    losses = problem.loss(leaves, plan)
+    grads = list(torch.autograd.grad(losses.sum(), leaves))
+    return losses, grads, None if z is None else hessian(problem, leaves, plan, z)
+
+
+def hessian(problem, params: Sequence[torch.Tensor], plan: torch.Tensor,
             z: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """The Hutchinson estimate for every row (`grads` computed with ``create_graph=True``),
-    detached."""
-    return [h.detach() for h in hutchinson(grads, leaves, z)]
+    """The Hutchinson estimate ``z * (H z)`` of each row's Hessian diagonal at `params`
+    (``[n, *shape]``; detached), from its own forward and backward with
+    ``create_graph=True``.
+
+    Its own pass, on contiguous copies of at least two rows: under ``create_graph`` torch
+    differentiates strided views and one-row batches along other paths than contiguous
+    batches (other bits), so a row's estimate would depend on how many rows train beside
+    it. The gradient the rule gets stays the plain pass's, the same as any rule's."""
+    n = params[0].shape[0]
+    copies = 1 if n >= 2 else 2
+    leaves = [torch.cat([v.detach()] * copies).contiguous().requires_grad_() for v in params]
+    plan = torch.cat([plan] * copies)
+    z = [torch.cat([x] * copies) for x in z]
+    with torch.enable_grad():
+        losses = problem.loss(leaves, plan)
+        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=True)
+        return [h[:n].detach() for h in hutchinson(grads, leaves, z)]
 
 
 def grad_at_fn(problem, views: Sequence[torch.Tensor], plan: torch.Tensor):

@@ -44,7 +44,7 @@ import torch
 from ..dsl.context import StepContext
 from .models import Problem, build_problem
 from .rule_step import apply_rule, initial_state, step_context
-from .step_inputs import Probes, features, hessian
+from .step_inputs import Probes, features, loss_and_grads
 from .tasks import Task
 
 __all__ = [
@@ -225,13 +225,8 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
             batch = None
             break
         try:
-            losses = problem.loss(batch.leaves, batch.plan[k])
-            grads = torch.autograd.grad(losses.sum(), batch.leaves, create_graph=feats.hess)
-            hess = None
-            if feats.hess:
-                z = probes.for_rows(k, batch.ids.cpu() % n_seed, device)
-                hess = hessian(grads, batch.leaves, z)
-                grads = [g.detach() for g in grads]
+            z = probes.for_rows(k, batch.ids.cpu() % n_seed, device) if feats.hess else None
+            losses, grads, hess = loss_and_grads(problem, batch.leaves, batch.plan[k], z)
             with torch.no_grad():
                 if k % check_every == 0:
                     lv = losses.detach()

@@ -57,6 +57,7 @@ FACTORED = ("def factored(w, g, lr, t, r: row, c: col, b=0.9):\n"
             "    c = interp(col_mean(g * g), c, b)\n"
             "    return lr * g * rsqrt(sqrt(r * c) + 1e-8), r, c\n")
 CONTEXT_RULES = (SAM, ADAHESSIAN, POLYAK, CLIPPED, FACTORED)
+CONTEXT_NAMES = {"sam", "adahessian", "polyak", "clipped", "factored"}
 STEPS = 40  # the stage-1 tasks' models, data and batches, over fewer steps
 
 
@@ -103,7 +104,7 @@ def members():
         ("bad_hyper", adamw, {"no_such": 1.0}, None),
         ("lion", compile_kernel(seeds.load_seed("lion")), {"beta1": 0.8}, None),
     ] + [(src.split("(")[0][4:], compile_kernel(dsl.parse(src)), None, None)
-         for src in CONTEXT_RULES]
+         for src in CONTEXT_RULES]  # dsl.parse: the checker's support comes with dslcore
 
 
 @pytest.mark.parametrize("task_name", [t.name for t in suite_named("small").tasks])
@@ -119,6 +120,8 @@ def test_a_batch_of_candidates_trains_each_exactly_as_alone(task_name):
         alone = train_replicas(task, kernel, task.lrs, task.seeds, hyper=hyper,
                                time_budget_s=budget, problem=problem, record_every=10)
         assert same_run(run, alone), name
+        if name in CONTEXT_NAMES:  # they trained (not an error run equal to an error run)
+            assert run.error is None and Status.OK.value in run.replica_statuses, name
         statuses |= set(run.replica_statuses)
     # the batch held every kind of failure beside the healthy runs
     assert {"ok", "diverged", "nan", "error", "timeout"} <= statuses
