@@ -181,7 +181,7 @@ def test_shape_scalars_are_never_hoisted():
     assert kernel.needs == {"rows", "cols", "numel"} and kernel.passes == 1
 
 
-FACTORED = ("def fac(w, g, lr, t, r, c, s, m, b=0.9):\n"
+FACTORED = ("def fac(w, g, lr, t, r: row, c: col, s: scalar, m, b=0.9):\n"
             "    r = interp(row_mean(g * g), r, b)\n"
             "    c = interp(col_mean(g * g), c, b)\n"
             "    s = interp(mean(g * g) + global_norm(g), s, b)\n"
@@ -190,9 +190,7 @@ FACTORED = ("def fac(w, g, lr, t, r, c, s, m, b=0.9):\n"
 
 
 def _factored(src: str, grouped: bool) -> Program:
-    p = dsl.parse(src if grouped else src.replace(" + global_norm(g)", ""))
-    return replace(p, slot_shapes=(("r", SlotShape.ROW), ("c", SlotShape.COL),
-                                   ("s", SlotShape.SCALAR)))
+    return dsl.ensure_valid(dsl.parse(src if grouped else src.replace(" + global_norm(g)", "")))
 
 
 @pytest.mark.parametrize("grouped", [False, True])

@@ -29,7 +29,7 @@ from optforge.evaluators.models import build_problem
 from optforge.evaluators.population import Member, train_population
 from optforge.evaluators.trainer import train_replicas
 
-from optforge import dsl, seeds
+from optforge import seeds
 
 from .group_helpers import crashing_group_runner
 from .helpers import EXPLODING_RULE, NAN_RULE, renamed, rule, same_floats, torch_threads
@@ -103,8 +103,8 @@ def members():
         ("timeout", adamw, None, 0.0),
         ("bad_hyper", adamw, {"no_such": 1.0}, None),
         ("lion", compile_kernel(seeds.load_seed("lion")), {"beta1": 0.8}, None),
-    ] + [(src.split("(")[0][4:], compile_kernel(dsl.parse(src)), None, None)
-         for src in CONTEXT_RULES]  # dsl.parse: the checker's support comes with dslcore
+    ] + [(src.split("(")[0][4:], compile_kernel(rule(src)), None, None)
+         for src in CONTEXT_RULES]
 
 
 @pytest.mark.parametrize("task_name", [t.name for t in suite_named("small").tasks])
