@@ -10,6 +10,12 @@ of a column range of it, made an autograd leaf, so that
   call on ``[R, P]``; other rules (norms, trust ratios, `orth`) get one call per parameter
   tensor, with reductions over each replica's own tensor.
 
+A rule that reads more than its gradient (issue #16) gets it from here, computed only when
+it reads it (`evaluators.step_inputs`): each replica's loss, a Hutchinson Hessian estimate
+(probes from its seed's own stream), a second gradient at ``w + e`` (`grad_at`), and a rule
+with whole-model reductions runs once per step on the whole model (`Kernel.grouped`). Its
+time budget is the task's times its passes per step (`Kernel.passes`).
+
 A replica that goes wrong is frozen where it stands (its parameters and state stop
 changing) and marked, while the others go on:
 
