@@ -228,3 +228,23 @@ def test_missing_context_is_a_clear_error(src, name):
        shapes=st.sampled_from(GROUPS), seed=st.integers(0, 2**16))
 def test_random_programs_on_groups(p, dtype, shapes, seed):
     run_group_both(p, shapes, dtype, steps=2, seed=seed)
+
+
+def test_per_replica_hyperparameters_in_a_group():
+    hyper = {"beta": torch.tensor([0.5, 0.9, 0.95], dtype=torch.float64), "max_norm": 0.3}
+    kernel = run_group_both(dsl.parse(CLIPPED), GROUPS[1], torch.float64, hyper=hyper)
+    assert len(kernel._variants) == 2  # the default and the per-replica-beta variant
+
+
+def test_a_scalar_lr_and_a_scalar_loss():
+    """lr and loss given as plain numbers (0-d), as an exported optimizer has them."""
+    p = dsl.parse(CONTEXT_MIX)
+    kernel = compile_kernel(p)
+    ws = [torch.randn(R, 4, 3, dtype=torch.float64), torch.randn(R, 5, dtype=torch.float64)]
+    ctx = replace(kernel_context(ws, 1, torch.Generator().manual_seed(1)), loss=0.25)
+    states = [init_state(p, w, lead=1) for w in ws]
+    ref, ref_states = run_group_step(p, ws, ws, 0.1, 1, states, lead=1, context=ctx)
+    got, got_states = kernel.call_group(ws, ws, 0.1, 1, states, context=ctx)
+    for a, b in zip(got + [s for st in got_states for s in st],
+                    ref + [s for st in ref_states for s in st]):
+        assert_identical(a, b)
