@@ -245,6 +245,6 @@ def test_a_scalar_lr_and_a_scalar_loss():
     states = [init_state(p, w, lead=1) for w in ws]
     ref, ref_states = run_group_step(p, ws, ws, 0.1, 1, states, lead=1, context=ctx)
     got, got_states = kernel.call_group(ws, ws, 0.1, 1, states, context=ctx)
-    for a, b in zip(got + [s for st in got_states for s in st],
-                    ref + [s for st in ref_states for s in st]):
+    for a, b in zip(got + [s for new in got_states for s in new],
+                    ref + [s for new in ref_states for s in new]):
         assert_identical(a, b)
