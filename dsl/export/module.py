@@ -218,7 +218,7 @@ def _render_class(program: Program, class_name: str, lr: float, hyper_names: lis
                program, class_name) else "") + "    ")
     init = f"self._setup(params, lr, {hyper_dict}, betas, maximize, foreach, compile)"
     if hess:
-        init = f"self._hessian_seed = int(hessian_seed)\n{{pad}}{init}"
+        init = f"{init}\n{{pad}}self._hessian_setup(hessian_seed)"
     methods, functions = ((group_methods(), shell_functions() + "\n\n\n" + group_functions())
                           if staged else (shell_methods(), shell_functions()))
     mangled = [n for n in hyper_names if n.startswith("__") and not n.endswith("__")]

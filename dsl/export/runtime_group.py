@@ -20,7 +20,8 @@ import torch
 from .runtime_shell import OptimizerShell, _betas_tuple
 
 REPLACED = ("step", "_step_group")
-INLINED = ("_stored_shape", "_narrow", "_grad_at", "_group_value")
+INLINED = ("_stored_shape", "_narrow", "_grad_at", "_group_value", "_save_generator",
+           "_load_generator")
 
 # ---- supplied by each staged module; placeholders here, never inlined -------------------------
 
@@ -139,6 +140,14 @@ class GroupShell(OptimizerShell):
                 for key, kind in zip(_STATE_KEYS, _SLOT_KINDS):
                     state[key] = torch.zeros(_stored_shape(kind, p.shape), dtype=cdtype,
                                              device=p.device)
+            for key, kind in zip(_STATE_KEYS, _SLOT_KINDS):
+                stored = _stored_shape(kind, p.shape)
+                if tuple(state[key].shape) != stored:
+                    raise RuntimeError(
+                        f"{name}: the state {key!r} of a parameter of shape {tuple(p.shape)} "
+                        f"has shape {tuple(state[key].shape)}, but the rule keeps it as "
+                        f"{kind} state, of shape {stored} (was the state dict saved by "
+                        f"another optimizer or rule?)")
             state["step"] += 1
             t = state["step"]
             if t not in scalars:
@@ -172,8 +181,6 @@ class GroupShell(OptimizerShell):
                         f"{name} (rule {RULE_NAME!r}) reads hess, a Hessian-vector product: "
                         f"the closure's backward must keep its graph, "
                         f"loss.backward(create_graph=True)")
-            if not hasattr(self, "_hessian_generator"):
-                self._hessian_generator = torch.Generator().manual_seed(self._hessian_seed)
             z = rademacher([p.shape for p in params], self._hessian_generator,
                            params[0].dtype, params[0].device)
             with torch.enable_grad():
@@ -182,6 +189,15 @@ class GroupShell(OptimizerShell):
                 hp = hp.detach() * sign
                 V["hess"] = hp.float() if p.dtype in _LOW_PRECISION else hp
         return entries
+
+    def _hessian_setup(self, seed):
+        """The optimizer's own generator of Rademacher vectors, saved in its state dict."""
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"hessian_seed must be an int, not {type(seed).__name__}")
+        self._hessian_seed = seed
+        self._hessian_generator = torch.Generator().manual_seed(seed)
+        self.register_state_dict_post_hook(_save_generator)
+        self.register_load_state_dict_pre_hook(_load_generator)
 
     def _step_group(self, index, group, entries, closure):
         compiled = group["compile"]
@@ -270,3 +286,18 @@ def _group_value(opt, op, xs, entries, closure, sign):
                         sign)
     value = (global_sum if op == "global_sum" else global_norm)(0, xs, ws)
     return [value] * len(entries)
+
+
+def _save_generator(opt, state_dict):
+    """A state dict hook: the Hessian generator's state goes with the optimizer's."""
+    state_dict["hessian_generator"] = opt._hessian_generator.get_state()
+    return state_dict
+
+
+def _load_generator(opt, state_dict):
+    """A load hook: the Hessian generator continues where the saved one stopped."""
+    state_dict = dict(state_dict)
+    saved = state_dict.pop("hessian_generator", None)
+    if saved is not None:
+        opt._hessian_generator.set_state(saved)
+    return state_dict

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import io
 import sys
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
 from optforge.dsl.context import StepContext, hutchinson, rademacher
 from optforge.dsl.export import export_module, optimizer_class
+from optforge.dsl.needs import needs
 
 from optforge import dsl
 
@@ -71,18 +72,22 @@ RULES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def program(name: str):
     return dsl.parse(RULES[name])
 
 
-@lru_cache(maxsize=None)
+@cache
 def cls_of(name: str):
     return optimizer_class(program(name))
 
 
 def module_of(cls):
     return sys.modules[cls.__module__]
+
+
+def module_program(cls):
+    return next(program(n) for n in RULES if module_of(cls).RULE_NAME == n)
 
 
 def batch(k: int):
@@ -120,7 +125,7 @@ def reference(p, steps=STEPS, lr=0.05, seed=0, sign=1.0):
         z = rademacher([w.shape for w in ws], gen, torch.float64, "cpu")
         hess = [h.detach() for h in hutchinson(grads, leaves, z)]
 
-        def grad_at(es, data=data):
+        def grad_at(es, data=data, ws=ws):
             moved = [(w + e).requires_grad_(True) for w, e in zip(ws, es)]
             return list(torch.autograd.grad(sign * loss_fn(moved, data), moved))
 
@@ -132,7 +137,9 @@ def reference(p, steps=STEPS, lr=0.05, seed=0, sign=1.0):
     return out
 
 
-def exported(cls, steps=STEPS, lr=0.05, create_graph=True, sign=1.0, **kw):
+def exported(cls, steps=STEPS, lr=0.05, create_graph=None, sign=1.0, **kw):
+    if create_graph is None:  # only rules that read hess need the graph
+        create_graph = "hess" in needs(module_program(cls))
     params = [torch.nn.Parameter(w.clone()) for w in initial_params()]
     opt = cls(params, lr=lr, **kw)
     keys = module_of(cls)._STATE_KEYS
@@ -155,14 +162,15 @@ def exported(cls, steps=STEPS, lr=0.05, create_graph=True, sign=1.0, **kw):
 def assert_same(got, want, what, rtol=1e-11, atol=1e-13):
     for t, ((wg, sg), (ww, sw)) in enumerate(zip(got, want), start=1):
         for i, (a, b) in enumerate(zip(wg, ww)):
+            where = f"{what}: param {i} step {t}"
             torch.testing.assert_close(a, b, rtol=rtol, atol=atol,
-                                       msg=lambda m: f"{what}: param {i} step {t}: {m}")
+                                       msg=lambda m, where=where: f"{where}: {m}")
         for i, (a, b) in enumerate(zip(sg, sw)):
             for k, (x, y) in enumerate(zip(a, b)):
                 assert x.shape == y.shape, f"{what}: state {k} of param {i}: stored shape"
+                where = f"{what}: state {k} param {i} step {t}"
                 torch.testing.assert_close(x, y, rtol=rtol, atol=atol,
-                                           msg=lambda m: f"{what}: state {k} param {i} "
-                                                         f"step {t}: {m}")
+                                           msg=lambda m, where=where: f"{where}: {m}")
 
 
 @pytest.mark.parametrize("path", ["per_param", "foreach"])
@@ -277,17 +285,20 @@ def test_factored_state_keeps_its_true_memory():
     assert sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor)) == 1500
 
 
+@pytest.mark.parametrize("name", ["factored", "adahessian_like"])
 @pytest.mark.parametrize("path", ["per_param", "foreach"])
-def test_factored_state_dict_round_trip(path):
-    cls = cls_of("factored")
+def test_state_dict_resume_matches_uninterrupted_training(path, name):
+    """Factored state is saved and loaded at its stored shape; the Hessian generator's state
+    goes with the state dict, so a resumed run draws the vectors it would have drawn."""
+    cls = cls_of(name)
     kw = {"foreach": path == "foreach"}
     whole, _, whole_params = exported(cls, steps=5, **kw)
-    first, opt1, params1 = exported(cls, steps=2, **kw)
+    _, opt1, params1 = exported(cls, steps=2, **kw)
     buffer = io.BytesIO()
     torch.save(opt1.state_dict(), buffer)
     buffer.seek(0)
     params = [torch.nn.Parameter(p.detach().clone()) for p in params1]
-    opt2 = cls(params, lr=0.5, **kw)
+    opt2 = cls(params, lr=0.5, **kw, **({"hessian_seed": 99} if name != "factored" else {}))
     opt2.load_state_dict(torch.load(buffer, weights_only=True))
     for t in range(3, 6):
         data = batch(t)
@@ -295,16 +306,33 @@ def test_factored_state_dict_round_trip(path):
         def closure(data=data):
             opt2.zero_grad()
             loss = loss_fn(params, data)
-            loss.backward()
+            loss.backward(create_graph=name != "factored")
             return loss
 
         opt2.step(closure)
-    for p, q in zip(params, whole_params):
+    for i, (p, q) in enumerate(zip(params, whole_params)):
         assert torch.equal(p, q)
-        for k in module_of(cls)._STATE_KEYS:
-            assert opt2.state[p][k].shape == whole[-1][1][0][0].shape or True
-    assert opt2.state[params[0]]["r"].shape == (4, 1)
-    assert opt2.state[params[0]]["c"].shape == (1, 5)
+        for k, key in enumerate(module_of(cls)._STATE_KEYS):
+            assert torch.equal(opt2.state[p][key], whole[-1][1][i][k])
+    if name == "factored":
+        assert opt2.state[params[0]]["r"].shape == (4, 1)
+        assert opt2.state[params[0]]["c"].shape == (1, 5)
+        assert opt2.state[params[2]]["c"].shape == (1, 2, 2)
+
+
+def test_state_of_another_shape_is_refused_at_the_next_step():
+    cls = cls_of("factored")
+    p = torch.nn.Parameter(torch.ones(4, 5, dtype=torch.float64))
+    opt = cls([p])
+    p.grad = torch.ones(4, 5, dtype=torch.float64)
+    opt.step()
+    saved = opt.state_dict()
+    saved["state"][0]["r"] = torch.zeros(4, 5, dtype=torch.float64)  # full, not a row
+    fresh = cls([p])
+    fresh.load_state_dict(saved)
+    with pytest.raises(RuntimeError, match=r"state 'r' of a parameter of shape \(4, 5\) has "
+                                           r"shape \(4, 5\), but the rule keeps it as row"):
+        fresh.step()
 
 
 def test_a_staged_export_imports_torch_alone():
