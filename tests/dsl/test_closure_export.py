@@ -20,6 +20,7 @@ import pytest
 import torch
 from optforge.dsl.context import StepContext, hutchinson, rademacher
 from optforge.dsl.export import export_module, optimizer_class
+from optforge.dsl.interpreter import init_state, run_group_step
 from optforge.dsl.needs import needs
 
 from optforge import dsl
@@ -114,7 +115,7 @@ def initial_params():
 def reference(p, steps=STEPS, lr=0.05, seed=0, sign=1.0):
     """The interpreter's trajectory: params and stored state after each step."""
     ws = initial_params()
-    states = [dsl.init_state(p, w) for w in ws]
+    states = [init_state(p, w) for w in ws]
     gen = torch.Generator().manual_seed(seed)
     out = []
     for t in range(1, steps + 1):
@@ -130,7 +131,7 @@ def reference(p, steps=STEPS, lr=0.05, seed=0, sign=1.0):
             return list(torch.autograd.grad(sign * loss_fn(moved, data), moved))
 
         context = StepContext(loss=loss.detach(), hess=hess, grad_at=grad_at)
-        steps_, states = dsl.run_group_step(p, ws, [g.detach() for g in grads], lr, t, states,
+        steps_, states = run_group_step(p, ws, [g.detach() for g in grads], lr, t, states,
                                             context=context)
         ws = [w - s for w, s in zip(ws, steps_)]
         out.append(([w.clone() for w in ws], [tuple(s.clone() for s in st) for st in states]))
