@@ -21,9 +21,10 @@ import torch
 from optforge.dsl.context import StepContext, hutchinson, rademacher
 from optforge.dsl.export import export_module, optimizer_class
 from optforge.dsl.interpreter import init_state, run_group_step
-from optforge.dsl.needs import needs
+from optforge.dsl.needs import needs, needs_closure
+from optforge.dsl.ops import OPS, OpKind
 
-from optforge import dsl
+from optforge import dsl, seeds
 
 SHAPES = [(4, 5), (4,), (3, 2, 2)]
 STEPS = 5
@@ -73,6 +74,16 @@ RULES = {
 }
 
 
+def coupled(p) -> bool:
+    """Whether a rule's step of one tensor depends on the other tensors of its group or on a
+    closure: such a rule cannot be followed one tensor at a time (tests/dsl/test_export.py)."""
+    return needs_closure(p) or any(OPS[s.op].kind in (OpKind.GLOBAL, OpKind.GRADIENT)
+                                   for s in p.body)
+
+
+COUPLED_SEEDS = [n for n in seeds.seed_names() if coupled(seeds.load_seed(n))]
+
+
 @cache
 def program(name: str):
     return dsl.parse(RULES[name])
@@ -88,7 +99,7 @@ def module_of(cls):
 
 
 def module_program(cls):
-    return next(program(n) for n in RULES if module_of(cls).RULE_NAME == n)
+    return dsl.parse(module_of(cls).RULE_SOURCE)
 
 
 def batch(k: int):
@@ -112,7 +123,7 @@ def initial_params():
     return [torch.randn(s, generator=gen, dtype=torch.float64) * 0.5 for s in SHAPES]
 
 
-def reference(p, steps=STEPS, lr=0.05, seed=0, sign=1.0):
+def reference(p, steps=STEPS, lr=0.05, seed=0, sign=1.0, hyper=None):
     """The interpreter's trajectory: params and stored state after each step."""
     ws = initial_params()
     states = [init_state(p, w) for w in ws]
@@ -132,7 +143,7 @@ def reference(p, steps=STEPS, lr=0.05, seed=0, sign=1.0):
 
         context = StepContext(loss=loss.detach(), hess=hess, grad_at=grad_at)
         steps_, states = run_group_step(p, ws, [g.detach() for g in grads], lr, t, states,
-                                            context=context)
+                                        hyper, context=context)
         ws = [w - s for w, s in zip(ws, steps_)]
         out.append(([w.clone() for w in ws], [tuple(s.clone() for s in st) for st in states]))
     return out
@@ -179,6 +190,67 @@ def assert_same(got, want, what, rtol=1e-11, atol=1e-13):
 def test_eager_paths_agree_with_the_interpreter(name, path):
     got, _, _ = exported(cls_of(name), foreach=(path == "foreach"))
     assert_same(got, reference(program(name)), f"{name} {path}")
+
+
+@pytest.mark.parametrize("path", ["per_param", "foreach"])
+@pytest.mark.parametrize("name", COUPLED_SEEDS)
+def test_every_coupled_seed_agrees_with_the_interpreter(name, path):
+    """Seeds whose tensors depend on each other or on a closure (whole-group ops, loss, hess,
+    grad_at); tests/dsl/test_export.py follows the others one tensor at a time."""
+    lr = seeds.seed_info(name).lr
+    cls = optimizer_class(seeds.load_seed(name), default_lr=lr)
+    got, _, _ = exported(cls, lr=lr, foreach=(path == "foreach"))
+    assert_same(got, reference(seeds.load_seed(name), lr=lr), f"seed {name} {path}",
+                rtol=1e-10, atol=1e-12)
+
+
+def follow_group(program, cls, shapes, lr=0.01, exported_hyper=None, rule_hyper=None,
+                 steps=5, sign=1.0, seed=1, rtol=1e-11, atol=1e-13, **opt_kwargs):
+    """`tests/dsl/test_export_faithful.follow_interpreter` for any rule: the parameters of
+    `shapes` in one group, on a quadratic loss whose gradient at the current point is a fresh
+    random draw each step (and whose Hessian diagonal is a random positive vector); the
+    interpreter on `sign` times the objective."""
+    gen = torch.Generator().manual_seed(seed)
+    w0 = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    params = [torch.nn.Parameter(w.clone()) for w in w0]
+    opt = cls(params, lr=lr, **(exported_hyper or {}), **opt_kwargs)
+    ws = [w.clone() for w in w0]
+    states = [init_state(program, w) for w in ws]
+    zgen = torch.Generator().manual_seed(opt_kwargs.get("hessian_seed", 0))
+    hess_read = "hess" in needs(program)
+    for t in range(1, steps + 1):
+        gs = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+        a = [torch.rand(s, generator=gen, dtype=torch.float64) + 0.5 for s in shapes]
+        c = [g - ai * w for g, ai, w in zip(gs, a, ws)]
+
+        def f(ps, a=a, c=c):
+            return sum((ci * p).sum() + 0.5 * (ai * p * p).sum() for p, ai, ci in zip(ps, a, c))
+
+        def closure(f=f):
+            opt.zero_grad()
+            loss = f(params)
+            loss.backward(create_graph=hess_read)
+            return loss
+
+        opt.step(closure) if needs_closure(program) else (closure(), opt.step())
+        leaves = [w.clone().requires_grad_(True) for w in ws]
+        loss = sign * f(leaves)
+        grads = torch.autograd.grad(loss, leaves, create_graph=hess_read)
+        hess = None
+        if hess_read:
+            z = rademacher([w.shape for w in ws], zgen, torch.float64, "cpu")
+            hess = [h.detach() for h in hutchinson(grads, leaves, z)]
+
+        def grad_at(es, f=f, ws=ws):
+            moved = [(w + e).requires_grad_(True) for w, e in zip(ws, es)]
+            return list(torch.autograd.grad(sign * f(moved), moved))
+
+        steps_, states = run_group_step(program, ws, [g.detach() for g in grads], lr, t,
+                                        states, rule_hyper,
+                                        context=StepContext(loss.detach(), hess, grad_at))
+        ws = [w - s for w, s in zip(ws, steps_)]
+        for p, w in zip(params, ws):
+            torch.testing.assert_close(p.detach(), w, rtol=rtol, atol=atol, equal_nan=True)
 
 
 @pytest.mark.parametrize("name", ["sam", "factored", "adahessian_like"])
