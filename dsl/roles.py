@@ -146,7 +146,11 @@ class _Graph:
         key = (id(node), name)
         if key not in self._depends:
             if node.index < 0:
-                self._depends[key] = node.target == name and node.op in ("input", "state")
+                # the Hessian estimate is gradient information too (AdaHessian's beta2)
+                self._depends[key] = node.op in ("input", "state") and (
+                    node.target == name or (name == "g" and node.target == "hess"))
+            elif name == "g" and node.op == "grad_at":  # a gradient (SAM's)
+                self._depends[key] = True
             else:
                 self._depends[key] = any(self.depends_on(a, name) for a in node.args)
         return self._depends[key]

@@ -304,9 +304,15 @@ def test_other_ranges_betas_by_name_momentum_and_param_groups():
 # ---- load_state_dict of another optimizer ----------------------------------------------------
 
 def _stepped(opt, params):
-    for p in params:
-        p.grad = torch.ones_like(p)
-    opt.step()
+    """One step with a closure (which rules reading the loss, hess or grad_at need)."""
+    def closure():
+        for p in params:
+            p.grad = None
+        loss = sum((p + 0.5 * p * p).sum() for p in params)
+        loss.backward(create_graph=True)  # rules reading hess need the graph
+        return loss
+
+    opt.step(closure)
     return opt.state_dict()
 
 
