@@ -20,6 +20,7 @@ from .test_closure_export import (
     batch,
     cls_of,
     exported,
+    initial_params,
     loss_fn,
     module_of,
     program,
@@ -141,3 +142,38 @@ def test_a_staged_export_imports_torch_alone():
                    if isinstance(node, ast.Import) for a in node.names}
         assert imports == {"torch"}
         assert not any(isinstance(node, ast.ImportFrom) for node in ast.walk(ast.parse(source)))
+
+
+@pytest.mark.parametrize("name", ["sam", "adahessian_like", "factored"])
+def test_low_precision_parameters_keep_float32_state(name):
+    """bfloat16 parameters: the stages run in float32 (the state too), the parameter is
+    rounded once per step; the result stays near the float64 run."""
+    cls = cls_of(name)
+    params = [torch.nn.Parameter(w.to(torch.bfloat16)) for w in initial_params()]
+    opt = cls(params, lr=0.05)
+    for t in range(1, 4):
+        data = tuple(x.to(torch.bfloat16) for x in batch(t))
+
+        def closure(data=data):
+            opt.zero_grad()
+            loss = loss_fn(params, data)
+            loss.backward(create_graph=name == "adahessian_like")
+            return loss
+
+        opt.step(closure)
+    want, _, _ = exported(cls, steps=3)
+    for p, w in zip(params, want[-1][0]):
+        assert p.dtype == torch.bfloat16
+        assert all(v.dtype == torch.float32 for v in opt.state[p].values()
+                   if isinstance(v, torch.Tensor))
+        torch.testing.assert_close(p.detach().double(), w, rtol=0.05, atol=0.05)
+
+
+def test_a_group_of_mixed_dtypes_is_refused_where_the_rule_spans_the_group():
+    cls = cls_of("clip_global_norm")
+    a = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.ones(2, dtype=torch.float32))
+    a.grad, b.grad = torch.ones_like(a), torch.ones_like(b)
+    with pytest.raises(RuntimeError, match="must share one device and dtype"):
+        cls([a, b]).step()
+    cls([{"params": [a]}, {"params": [b]}]).step()  # one group each: fine
