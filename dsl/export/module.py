@@ -209,9 +209,7 @@ def _render_class(program: Program, class_name: str, lr: float, hyper_names: lis
            + (args_doc + "\n" if args_doc else "") + betas_doc +
            "        maximize: maximize the objective (the rule sees -g), as torch's "
            "optimizers.\n" +
-           "        foreach: use torch._foreach_* ops over a group (default: when all its\n"
-           "            parameters are on CUDA).\n"
-           "        compile: run each step as one torch.compile'd function per group.\n"
+           (_PATHS_DOC_STAGED if staged else _PATHS_DOC)
            + ("        hessian_seed: seed of the optimizer's torch.Generator that draws the\n"
               "            Rademacher vectors of the Hessian estimate.\n" if hess else "")
            + ("\n    " + closure_doc(program, class_name) if staged and closure_doc(
@@ -236,6 +234,15 @@ def _render_class(program: Program, class_name: str, lr: float, hyper_names: lis
             f"class {class_name}(torch.optim.Optimizer):", "    " + _literal(doc), "",
             "    __init__ = _init  # see there", "",
             methods, "", "", functions]
+
+
+_PATHS_DOC = ("        foreach: use torch._foreach_* ops over a group (default: when all its\n"
+              "            parameters are on CUDA).\n"
+              "        compile: run each step as one torch.compile'd function per group.\n")
+_PATHS_DOC_STAGED = (
+    "        foreach: accepted; this rule runs in stages over the whole param group, each\n"
+    "            stage per tensor, so foreach runs the same code as the default path.\n"
+    "        compile: run each stage as a torch.compile'd function.\n")
 
 
 def optimizer_class(program: Program, class_name: str | None = None, provenance: str = "",
