@@ -175,16 +175,23 @@ class GroupShell(OptimizerShell):
                                    f"share one device and dtype, not {sorted(map(str, kinds))}")
         if entries and _READS_HESS:
             params = [e[0] for e in entries]
-            for p in params:
-                if not p.grad.requires_grad:
-                    raise RuntimeError(
-                        f"{name} (rule {RULE_NAME!r}) reads hess, a Hessian-vector product: "
-                        f"the closure's backward must keep its graph, "
-                        f"loss.backward(create_graph=True)")
+            # a gradient without a graph does not depend on any parameter: its row of the
+            # Hessian (and, by symmetry, its column) is zero; none with a graph: no
+            # create_graph
+            linked = [i for i, p in enumerate(params) if p.grad.requires_grad]
+            if not linked:
+                raise RuntimeError(
+                    f"{name} (rule {RULE_NAME!r}) reads hess, a Hessian-vector product: "
+                    f"the closure's backward must keep its graph, "
+                    f"loss.backward(create_graph=True)")
             z = rademacher([p.shape for p in params], self._hessian_generator,
                            params[0].dtype, params[0].device)
             with torch.enable_grad():
-                h = hutchinson([p.grad for p in params], params, z)
+                hz = hutchinson([params[i].grad for i in linked], [params[i] for i in linked],
+                                [z[i] for i in linked])
+            h = [torch.zeros_like(p) for p in params]
+            for i, hi in zip(linked, hz):
+                h[i] = hi
             for (p, V, _, _), hp in zip(entries, h):
                 hp = hp.detach() * sign
                 V["hess"] = hp.float() if p.dtype in _LOW_PRECISION else hp

@@ -11,7 +11,9 @@ import io
 
 import pytest
 import torch
+from optforge.dsl.context import StepContext, rademacher
 from optforge.dsl.export import export_module, optimizer_class
+from optforge.dsl.interpreter import init_state, run_group_step
 
 from optforge import dsl
 
@@ -177,3 +179,50 @@ def test_a_group_of_mixed_dtypes_is_refused_where_the_rule_spans_the_group():
     with pytest.raises(RuntimeError, match="must share one device and dtype"):
         cls([a, b]).step()
     cls([{"params": [a]}, {"params": [b]}]).step()  # one group each: fine
+
+
+def test_a_parameter_whose_gradient_is_constant_has_a_zero_hessian_row():
+    """A parameter entering the loss linearly has a gradient without a graph even with
+    create_graph=True: its Hessian row is zero, not an error; the Rademacher vectors are
+    still drawn for every parameter in order."""
+    rule = program("adahessian_like")
+    p0 = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    q0 = torch.tensor([2.0, 3.0, 1.0], dtype=torch.float64)
+    c = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    p, q = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(q0.clone())
+    opt = cls_of("adahessian_like")([p, q], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = (p ** 4).sum() + (c * q).sum()
+        loss.backward(create_graph=True)
+        return loss
+
+    opt.step(closure)
+    z = rademacher([p0.shape, q0.shape], torch.Generator().manual_seed(0), torch.float64, "cpu")
+    hess = [z[0] * (12 * p0 ** 2) * z[0], torch.zeros(3, dtype=torch.float64)]
+    steps, _ = run_group_step(rule, [p0, q0], [4 * p0 ** 3, c], 0.1, 1,
+                              [init_state(rule, p0), init_state(rule, q0)],
+                              context=StepContext(hess=hess))
+    torch.testing.assert_close(p.detach(), p0 - steps[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(q.detach(), q0 - steps[1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name,calls", [("two_grad_ats", 3), ("sam", 2), ("aegd_like", 1),
+                                        ("adahessian_like", 1)])
+def test_the_closure_runs_once_plus_once_per_grad_at(name, calls):
+    cls = cls_of(name)
+    params = [torch.nn.Parameter(w.clone()) for w in initial_params()]
+    opt = cls(params, lr=0.05)
+    count = []
+
+    def closure():
+        count.append(1)
+        opt.zero_grad()
+        loss = loss_fn(params, batch(1))
+        loss.backward(create_graph=name == "adahessian_like")
+        return loss
+
+    opt.step(closure)
+    opt.step(closure)
+    assert len(count) == 2 * calls
