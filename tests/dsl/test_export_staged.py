@@ -226,3 +226,45 @@ def test_the_closure_runs_once_plus_once_per_grad_at(name, calls):
     opt.step(closure)
     opt.step(closure)
     assert len(count) == 2 * calls
+
+
+def test_optforge_export_writes_a_staged_rule_that_trains_from_its_file(tmp_path, capsys,
+                                                                       monkeypatch):
+    """`optforge export` of a rule file that reads the loss, hess and grad_at and keeps
+    factored state: the written module imports torch alone, needs a closure, trains."""
+    import importlib.util
+
+    from optforge.search import cli
+    rule = tmp_path / "reach.rule"
+    rule.write_text(
+        "def reach(w, g, lr, t, r: row, c: col, beta=0.9):\n"
+        "    r = interp(row_mean(hess * hess), r, beta)\n"
+        "    c = interp(col_mean(g * g), c, beta)\n"
+        "    g2 = grad_at(0.01 * g / global_norm(g))\n"
+        "    return lr * g2 * sqrt(loss + 1) / sqrt(r * c / (mean(r) + 1e-30) + 1e-30), r, c\n")
+    out = tmp_path / "reach_opt.py"
+    command = "optforge.search.commands.seeds_export"
+    if command not in cli.COMMAND_MODULES:  # as tests/seeds/test_cli_seeds_export.py does
+        monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + (command,))
+    assert cli.main(["export", str(rule), "--out", str(out)]) == 0
+    assert "class Reach" in capsys.readouterr().out
+    tree = ast.parse(out.read_text())
+    assert {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} == {
+        "torch"}
+    spec = importlib.util.spec_from_file_location("reach_opt", out)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    params = [torch.nn.Parameter(w.clone()) for w in initial_params()]
+    opt = module.Reach(params, lr=0.01)
+    with pytest.raises(RuntimeError, match=r"reads grad_at, hess, loss"):
+        opt.step()
+    losses = []
+    for t in range(1, 6):
+        def closure(t=t):
+            opt.zero_grad()
+            loss = loss_fn(params, batch(1))
+            loss.backward(create_graph=True)
+            return loss
+        losses.append(float(opt.step(closure).detach()))
+    assert losses[-1] < losses[0]
+    assert opt.state[params[0]]["r"].shape == (4, 1)
