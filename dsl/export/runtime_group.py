@@ -19,7 +19,7 @@ import torch
 
 from .runtime_shell import OptimizerShell, _betas_tuple
 
-REPLACED = ("step", "_step_group")
+REPLACED = ("__setstate__", "step", "_step_group")
 INLINED = ("_stored_shape", "_narrow", "_grad_at", "_group_value", "_save_generator",
            "_load_generator")
 
@@ -68,6 +68,27 @@ def hutchinson(grads: list, params: list, z: list) -> list:
 
 class GroupShell(OptimizerShell):
     """The methods a staged optimizer has instead of `OptimizerShell`'s `REPLACED` ones."""
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if _READS_HESS:  # torch keeps defaults, state and param groups only
+            state = dict(state, hessian_seed=self._hessian_seed,
+                         hessian_generator=self._hessian_generator.get_state())
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        seed = state.pop("hessian_seed", 0)
+        generator = state.pop("hessian_generator", None)
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("compile", False)
+            group.setdefault("maximize", False)
+        if _READS_HESS:
+            self._hessian_setup(seed)
+            if generator is not None:
+                self._hessian_generator.set_state(generator)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -216,11 +237,10 @@ class GroupShell(OptimizerShell):
                         self, op, xs, entries, closure, -1.0 if group["maximize"] else 1.0)):
                     V[result] = value
             run = _compiled_stage(k) if compiled else fn
-            for _, V, S, _ in entries:
-                V["_out"] = run(*[V[n] for n in inputs], S)
-                V.update(zip(outputs, V["_out"]))
-        for p, V, _, state in entries:
-            step, news = V["_out"][0], V["_out"][1:]
+            results = [run(*[V[n] for n in inputs], S) for _, V, S, _ in entries]
+            for (_, V, _, _), values in zip(entries, results):
+                V.update(zip(outputs, values))
+        for (p, V, _, state), (step, *news) in zip(entries, results):
             w = V["w"]
             for key, kind, new in zip(_STATE_KEYS, _SLOT_KINDS, news):
                 if new is not None:

@@ -268,3 +268,27 @@ def test_optforge_export_writes_a_staged_rule_that_trains_from_its_file(tmp_path
         losses.append(float(opt.step(closure).detach()))
     assert losses[-1] < losses[0]
     assert opt.state[params[0]]["r"].shape == (4, 1)
+
+
+def test_a_copied_or_pickled_optimizer_keeps_its_hessian_generator():
+    """torch pickles an optimizer's defaults, state and param groups only; the Hessian
+    generator (seed and position) travels too, and still goes with its state dict."""
+    import copy
+    import pickle
+
+    params = [torch.nn.Parameter(w.clone()) for w in initial_params()]
+    opt = cls_of("adahessian_like")(params, lr=0.05, hessian_seed=5)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(params, batch(1))
+        loss.backward(create_graph=True)
+        return loss
+
+    opt.step(closure)
+    for other in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert other._hessian_seed == 5
+        assert torch.equal(other._hessian_generator.get_state(),
+                           opt._hessian_generator.get_state())
+        assert torch.equal(other.state_dict()["hessian_generator"],
+                           opt._hessian_generator.get_state())
