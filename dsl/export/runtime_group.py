@@ -85,10 +85,12 @@ class GroupShell(OptimizerShell):
             group.setdefault("foreach", None)
             group.setdefault("compile", False)
             group.setdefault("maximize", False)
-        if _READS_HESS:
+        # unpickled: set the generator up again (load_state_dict calls this too, with the
+        # generator in place and its state restored by _load_generator)
+        if _READS_HESS and "_hessian_generator" not in self.__dict__:
             self._hessian_setup(seed)
-            if generator is not None:
-                self._hessian_generator.set_state(generator)
+        if generator is not None:
+            self._hessian_generator.set_state(generator)
 
     @torch.no_grad()
     def step(self, closure=None):
