@@ -157,3 +157,16 @@ def test_a_staged_export_holds_the_model_ops_and_the_group_shell_by_source():
     z2 = context.rademacher([p.shape for p in params], torch.Generator().manual_seed(5),
                             torch.float64, "cpu")
     assert all(torch.equal(a, b) for a, b in zip(z1, z2))
+
+
+@pytest.mark.parametrize("name", ["adamw", "lion"])
+def test_a_rule_without_the_new_features_exports_as_before(name):
+    """A rule that reads no context input, calls no whole-group op and keeps full state is
+    exported in the per-tensor form: the shell of before, none of the staged machinery."""
+    program = seeds.load_seed(name)
+    assert not group.is_staged(program)
+    source = export_module(program)
+    assert inline.shell_methods() in source
+    for staged_only in ("_STAGES", "_prepare_group", "hessian", "_grad_at", "global_norm",
+                        "_stored_shape", "closure()"):
+        assert staged_only not in source
