@@ -168,5 +168,5 @@ def test_a_rule_without_the_new_features_exports_as_before(name):
     source = export_module(program)
     assert inline.shell_methods() in source
     for staged_only in ("_STAGES", "_prepare_group", "hessian", "_grad_at", "global_norm",
-                        "_stored_shape", "closure()"):
+                        "_stored_shape", "def closure():"):
         assert staged_only not in source
