@@ -45,6 +45,7 @@ import re
 from dataclasses import dataclass
 
 from .checker import live_statements
+from .context import CONTEXT_INPUTS, SCALAR_CONTEXT
 from .ir import Program
 
 __all__ = ["CONVENTIONAL", "NEUTRAL_PREFIX", "ExportNames", "export_names", "is_conventional",
@@ -86,6 +87,8 @@ class _Graph:
             current[name] = _Node(-1, "input", (), name, False)
         for name in ("lr", "t"):
             current[name] = _Node(-1, "input", (), name, True)
+        for name in CONTEXT_INPUTS:  # read without being declared (dsl.context)
+            current[name] = _Node(-1, "input", (), name, name in SCALAR_CONTEXT)
         for name, _ in p.hyperparams:
             current[name] = _Node(-1, "hyper", (), name, True)
         self.state_inputs = {s: _Node(-1, "state", (), s, False) for s in p.state}

@@ -12,7 +12,7 @@ import unicodedata
 from ..checker import live_statements
 from ..ir import Arg, Program
 from ..roles import ExportNames
-from .inline import helper_names, shell_names
+from .inline import group_function_names, helper_names, shell_names
 
 DEFAULT_LR = 1e-3
 RESERVED_HYPERPARAMETER_NAMES = frozenset(
@@ -27,8 +27,19 @@ _GENERATED_NAMES = frozenset({
     "torch", "RULE_NAME", "RULE_SOURCE", "PROVENANCE", "STRUCTURAL_HASH", "_STATE_KEYS",
     "_HYPER_NAMES", "_BETA_NAMES", "_LOW_PRECISION", "_DEFAULT_BETAS", "_RENAMED", "_CHECKED",
     "_scalars", "_rule", "_update_param", "_update_foreach", "_update_fused",
-    "_compiled_update", "_COMPILED", "_init", "_NS_COEFFS", "_NS_EPS", "_NS_STEPS"})
-_MODULE_NAMES = _GENERATED_NAMES | helper_names() | shell_names()
+    "_compiled_update", "_COMPILED", "_init", "_NS_COEFFS", "_NS_EPS", "_NS_STEPS",
+    # staged modules (dsl.export.group) also define these
+    "_STAGES", "_BARRIERS", "_SLOT_KINDS", "_NEEDS", "_SHAPE_READS", "_READS_HESS",
+    "_READS_LOSS", "_COMPILED_STAGES", "_compiled_stage"})
+_MODULE_NAMES = _GENERATED_NAMES | helper_names() | shell_names() | group_function_names()
+_STAGE_FUNCTION = re.compile(r"_stage[0-9]+")  # a staged module's stage functions
+
+
+def is_module_name(name: str) -> bool:
+    """Whether the generated module may import or define `name` at top level."""
+    return name in _MODULE_NAMES or _STAGE_FUNCTION.fullmatch(name) is not None
+
+
 # The generated module calls builtins (float, super, zip, isinstance, ...); a class named like
 # any builtin could shadow one of them.
 _BUILTIN_NAMES = frozenset(dir(builtins))
@@ -67,7 +78,7 @@ def _class_name_problem(name: str) -> str | None:
     if name in _BUILTIN_NAMES:
         return ("is a Python builtin, which the generated module may use (float, super, zip, "
                 "isinstance, ...)")
-    if name in _MODULE_NAMES:
+    if is_module_name(name):
         return "is a name the generated module imports or defines itself (torch, RULE_NAME, ...)"
     return None
 
