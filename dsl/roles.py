@@ -205,6 +205,11 @@ def _decay_problem(g: _Graph, hp: _Node) -> str | None:
     return None
 
 
+def _from_gradient(g: _Graph, node) -> bool:
+    """Computed from the gradient or the Hessian estimate (AdaHessian averages hess^2)."""
+    return g.depends_on(node, "g") or g.depends_on(node, "hess")
+
+
 def _averaging_problem(g: _Graph, hp: _Node) -> str | None:
     coefficient: set[int] = {id(hp)}
     for n in g.nodes:  # scalars computed from it (in program order)
@@ -219,7 +224,7 @@ def _averaging_problem(g: _Graph, hp: _Node) -> str | None:
             x, y = n.args[0], n.args[1]
             with_state = (_is_state_value(g, x) or _is_state_value(g, y)
                           or n.target in g.program.state)
-            if with_state and (g.depends_on(x, "g") or g.depends_on(y, "g")):
+            if with_state and (_from_gradient(g, x) or _from_gradient(g, y)):
                 return None
         if n.op == "mul" and not n.scalar:
             a, b = n.args
@@ -227,7 +232,7 @@ def _averaging_problem(g: _Graph, hp: _Node) -> str | None:
                     is_coefficient(b) and _is_state_value(g, a)):
                 return None
             other = b if is_coefficient(a) else a if is_coefficient(b) else None
-            if other is not None and g.depends_on(other, "g") and g.feeds_state(n):
+            if other is not None and _from_gradient(g, other) and g.feeds_state(n):
                 return None
     return "it is not the coefficient of an average of the gradient into a state"
 
