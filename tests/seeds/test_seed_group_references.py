@@ -202,3 +202,36 @@ def test_the_reference_sees_the_exported_optimizers_vectors(seed):
     ours = export_run(seed, problem, ref.lr, hyper, STEPS, hessian_seed=HESSIAN_SEED + 1)
     theirs = reference_run(seed, "alt")[-1]
     assert any(not torch.allclose(a, b, rtol=1e-6, atol=0) for a, b in zip(ours[-1], theirs))
+
+
+def _step_sizes(seed: str, setting: str) -> list[float]:
+    prev = list(problem_for(setting).w0)
+    out = []
+    for ws in reference_run(seed, setting):
+        out.append(max(float((a - b).abs().max()) for a, b in zip(prev, ws)))
+        prev = ws
+    return out
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("seed", ["dadapt_adam", "prodigy"])
+def test_the_problem_makes_the_distance_estimate_grow(seed, setting):
+    """The comparison covers the adaptation itself: d grows, so the steps grow tenfold and
+    more from their first size (about d0 * lr)."""
+    sizes = _step_sizes(seed, setting)
+    assert sizes[-1] > 10 * sizes[0]
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_the_problem_leaves_some_sophia_ratios_unclipped(setting):
+    """Sophia-H's steps are not all +-lr * rho (plus the decay): some entries of
+    m / max(h, eps) lie inside the clipping range, so the comparison covers h."""
+    ref = GROUP_REFERENCES["sophia_h"]
+    h = hyper_for(ref, setting)
+    prev, inside = list(problem_for(setting).w0), 0
+    for ws in reference_run("sophia_h", setting):
+        for a, b in zip(prev, ws):
+            u = ((a - b) - ref.lr * h["weight_decay"] * a) / ref.lr
+            inside += int((u.abs() < h["rho"] * (1 - 1e-9)).sum())
+        prev = ws
+    assert inside > 0
