@@ -45,8 +45,9 @@ import re
 from dataclasses import dataclass
 
 from .checker import live_statements
-from .context import CONTEXT_INPUTS, SCALAR_CONTEXT
+from .context import SHAPE_INPUTS
 from .ir import Program
+from .ops import OPS, OpKind
 
 __all__ = ["CONVENTIONAL", "NEUTRAL_PREFIX", "ExportNames", "export_names", "is_conventional",
            "role_problem", "unused_hyperparameters"]
@@ -85,10 +86,10 @@ class _Graph:
         current: dict[str, _Node] = {}
         for name in ("w", "g"):
             current[name] = _Node(-1, "input", (), name, False)
-        for name in ("lr", "t"):
+        for name in ("lr", "t") + SHAPE_INPUTS:  # the shape scalars are fixed numbers
             current[name] = _Node(-1, "input", (), name, True)
-        for name in CONTEXT_INPUTS:  # read without being declared (dsl.context)
-            current[name] = _Node(-1, "input", (), name, name in SCALAR_CONTEXT)
+        for name in ("loss", "hess"):  # data, as g is
+            current[name] = _Node(-1, "input", (), name, False)
         for name, _ in p.hyperparams:
             current[name] = _Node(-1, "hyper", (), name, True)
         self.state_inputs = {s: _Node(-1, "state", (), s, False) for s in p.state}
@@ -99,7 +100,8 @@ class _Graph:
             if i not in live:
                 continue
             args = tuple(current[a] if isinstance(a, str) else float(a) for a in s.args)
-            scalar = all(not isinstance(a, _Node) or a.scalar for a in args)
+            scalar = all(not isinstance(a, _Node) or a.scalar for a in args) and (
+                OPS[s.op].kind is not OpKind.GRADIENT)
             node = _Node(i, s.op, args, s.target, scalar)
             self.nodes.append(node)
             current[s.target] = node
@@ -147,6 +149,8 @@ class _Graph:
         if key not in self._depends:
             if node.index < 0:
                 self._depends[key] = node.target == name and node.op in ("input", "state")
+            elif name == "g" and OPS[node.op].kind is OpKind.GRADIENT:
+                self._depends[key] = True  # grad_at(e) is a gradient
             else:
                 self._depends[key] = any(self.depends_on(a, name) for a in node.args)
         return self._depends[key]
@@ -205,11 +209,6 @@ def _decay_problem(g: _Graph, hp: _Node) -> str | None:
     return None
 
 
-def _from_gradient(g: _Graph, node) -> bool:
-    """Computed from the gradient or the Hessian estimate (AdaHessian averages hess^2)."""
-    return g.depends_on(node, "g") or g.depends_on(node, "hess")
-
-
 def _averaging_problem(g: _Graph, hp: _Node) -> str | None:
     coefficient: set[int] = {id(hp)}
     for n in g.nodes:  # scalars computed from it (in program order)
@@ -224,7 +223,7 @@ def _averaging_problem(g: _Graph, hp: _Node) -> str | None:
             x, y = n.args[0], n.args[1]
             with_state = (_is_state_value(g, x) or _is_state_value(g, y)
                           or n.target in g.program.state)
-            if with_state and (_from_gradient(g, x) or _from_gradient(g, y)):
+            if with_state and (g.depends_on(x, "g") or g.depends_on(y, "g")):
                 return None
         if n.op == "mul" and not n.scalar:
             a, b = n.args
@@ -232,7 +231,7 @@ def _averaging_problem(g: _Graph, hp: _Node) -> str | None:
                     is_coefficient(b) and _is_state_value(g, a)):
                 return None
             other = b if is_coefficient(a) else a if is_coefficient(b) else None
-            if other is not None and _from_gradient(g, other) and g.feeds_state(n):
+            if other is not None and g.depends_on(other, "g") and g.feeds_state(n):
                 return None
     return "it is not the coefficient of an average of the gradient into a state"
 
