@@ -33,6 +33,33 @@ The generated module holds one `torch.optim.Optimizer` subclass:
   another optimizer (other state names, missing hyperparameters) is a ValueError naming what
   is missing and extra, at load time rather than as a KeyError at the next step.
 
+Rules that reach beyond their tensor
+------------------------------------
+A rule that reads a context input (``loss``, ``hess``, ``rows``, ``cols``, ``numel``), calls
+a whole-group op (``global_sum``, ``global_norm``, ``grad_at``) or keeps factored state is
+exported in *stages* (`group`, `runtime_group`): per param group and step, each stage runs
+for every parameter, the whole-group op between two stages runs once for the group (the
+reductions are `dsl.model_ops`' own code, copied in), and parameters and state are written
+after the last stage. Such a rule follows `dsl.run_group_step` with the group as given:
+
+* ``step(closure)`` is required when the rule reads ``loss``, ``hess`` or calls ``grad_at``
+  (closure protocol of torch.optim.LBFGS: zero the gradients, compute the loss, backward,
+  return the loss); without a closure, a RuntimeError names the optimizer and what it reads;
+* ``hess``: the closure must call ``loss.backward(create_graph=True)`` (else a RuntimeError
+  says so); the Rademacher vectors come from the optimizer's own ``torch.Generator``, seeded
+  by the constructor keyword ``hessian_seed`` (default 0), drawn once per group and step in
+  parameter order, and saved in ``state_dict()``;
+* ``grad_at(e)``: the group's parameters are moved by e, the closure is called once, and the
+  parameters and every gradient are restored exactly; several grad_at statements are several
+  calls, in order;
+* factored slots are stored reduced in ``optimizer.state`` (a row slot of a 1000 x 500 matrix
+  holds 1000 numbers), and saved and loaded so;
+* ``maximize=True`` is the rule on the negated objective: -g, -loss, -hess, -grad_at;
+* the three paths run the same stage functions: per parameter, ``foreach`` (the same
+  per-tensor code: a stage is per tensor) and ``compile=True`` (each stage compiled).
+
+Every other rule is exported exactly as before this form existed (below).
+
 How the rule becomes code
 -------------------------
 The program (dead statements dropped) is split by the checker's kinds:
@@ -70,7 +97,9 @@ linted modules whose source each export copies, so that the file needs only torc
 `tests/dsl/test_export.py` checks every path against the reference interpreter;
 `tests/dsl/test_export_inputs.py` checks odd docstrings and names;
 `tests/dsl/test_export_faithful.py` checks names, roles, maximize and validation;
-`tests/dsl/test_export_completeness.py` checks that every op has code in every path.
+`tests/dsl/test_export_completeness.py` checks that every op has code in every path;
+`tests/dsl/test_closure_export.py` checks staged rules against `dsl.run_group_step` on a small
+model with a real loss closure.
 """
 
 from .module import export_module, optimizer_class

@@ -95,7 +95,7 @@ class GroupShell(OptimizerShell):
             if loss is None:
                 raise RuntimeError(f"{name} (rule {RULE_NAME!r}) reads the loss, but the "
                                    f"closure returned None; return the loss from it")
-            value = float(loss)
+            value = float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
         groups = [self._prepare_group(i, group, value) for i, group in
                   enumerate(self.param_groups)]
         for index, (group, entries) in enumerate(zip(self.param_groups, groups)):

@@ -6,24 +6,25 @@ A rule that reads the loss, the Hessian estimate, the shape scalars, calls a who
 small float64 model of three parameter tensors (a matrix, a vector, a 3-d kernel) with a real
 loss closure, and must take the steps of `dsl.run_group_step` given the same context: the
 loss, the same Rademacher vectors (a generator seeded like the optimizer's), grad_at from
-the same loss on the same minibatch. Then the clear errors, the docstring, true memory of
-factored state and the state dict round trip.
+the same loss on the same minibatch. `follow_group` does the same for any rule on a quadratic
+loss (test_export.py and test_export_faithful.py use it for rules coupled across tensors).
+The optimizer contract of these exports is in test_export_staged.py.
 """
 
 from __future__ import annotations
 
-import io
 import sys
 from functools import cache
 
 import pytest
 import torch
 from optforge.dsl.context import StepContext, hutchinson, rademacher
-from optforge.dsl.export import export_module, optimizer_class
+from optforge.dsl.export import optimizer_class
 from optforge.dsl.interpreter import init_state, run_group_step
-from optforge.dsl.needs import needs
+from optforge.dsl.needs import needs, needs_closure
+from optforge.dsl.ops import OPS, OpKind
 
-from optforge import dsl
+from optforge import dsl, seeds
 
 SHAPES = [(4, 5), (4,), (3, 2, 2)]
 STEPS = 5
@@ -73,6 +74,16 @@ RULES = {
 }
 
 
+def coupled(p) -> bool:
+    """Whether a rule's step of one tensor depends on the other tensors of its group or on a
+    closure: such a rule cannot be followed one tensor at a time (tests/dsl/test_export.py)."""
+    return needs_closure(p) or any(OPS[s.op].kind in (OpKind.GLOBAL, OpKind.GRADIENT)
+                                   for s in p.body)
+
+
+COUPLED_SEEDS = [n for n in seeds.seed_names() if coupled(seeds.load_seed(n))]
+
+
 @cache
 def program(name: str):
     return dsl.parse(RULES[name])
@@ -88,7 +99,7 @@ def module_of(cls):
 
 
 def module_program(cls):
-    return next(program(n) for n in RULES if module_of(cls).RULE_NAME == n)
+    return dsl.parse(module_of(cls).RULE_SOURCE)
 
 
 def batch(k: int):
@@ -112,7 +123,7 @@ def initial_params():
     return [torch.randn(s, generator=gen, dtype=torch.float64) * 0.5 for s in SHAPES]
 
 
-def reference(p, steps=STEPS, lr=0.05, seed=0, sign=1.0):
+def reference(p, steps=STEPS, lr=0.05, seed=0, sign=1.0, hyper=None):
     """The interpreter's trajectory: params and stored state after each step."""
     ws = initial_params()
     states = [init_state(p, w) for w in ws]
@@ -132,7 +143,7 @@ def reference(p, steps=STEPS, lr=0.05, seed=0, sign=1.0):
 
         context = StepContext(loss=loss.detach(), hess=hess, grad_at=grad_at)
         steps_, states = run_group_step(p, ws, [g.detach() for g in grads], lr, t, states,
-                                            context=context)
+                                        hyper, context=context)
         ws = [w - s for w, s in zip(ws, steps_)]
         out.append(([w.clone() for w in ws], [tuple(s.clone() for s in st) for st in states]))
     return out
@@ -181,6 +192,67 @@ def test_eager_paths_agree_with_the_interpreter(name, path):
     assert_same(got, reference(program(name)), f"{name} {path}")
 
 
+@pytest.mark.parametrize("path", ["per_param", "foreach"])
+@pytest.mark.parametrize("name", COUPLED_SEEDS)
+def test_every_coupled_seed_agrees_with_the_interpreter(name, path):
+    """Seeds whose tensors depend on each other or on a closure (whole-group ops, loss, hess,
+    grad_at); tests/dsl/test_export.py follows the others one tensor at a time."""
+    lr = seeds.seed_info(name).lr
+    cls = optimizer_class(seeds.load_seed(name), default_lr=lr)
+    got, _, _ = exported(cls, lr=lr, foreach=(path == "foreach"))
+    assert_same(got, reference(seeds.load_seed(name), lr=lr), f"seed {name} {path}",
+                rtol=1e-10, atol=1e-12)
+
+
+def follow_group(program, cls, shapes, lr=0.01, exported_hyper=None, rule_hyper=None,
+                 steps=5, sign=1.0, seed=1, rtol=1e-11, atol=1e-13, **opt_kwargs):
+    """`tests/dsl/test_export_faithful.follow_interpreter` for any rule: the parameters of
+    `shapes` in one group, on a quadratic loss whose gradient at the current point is a fresh
+    random draw each step (and whose Hessian diagonal is a random positive vector); the
+    interpreter on `sign` times the objective."""
+    gen = torch.Generator().manual_seed(seed)
+    w0 = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    params = [torch.nn.Parameter(w.clone()) for w in w0]
+    opt = cls(params, lr=lr, **(exported_hyper or {}), **opt_kwargs)
+    ws = [w.clone() for w in w0]
+    states = [init_state(program, w) for w in ws]
+    zgen = torch.Generator().manual_seed(opt_kwargs.get("hessian_seed", 0))
+    hess_read = "hess" in needs(program)
+    for t in range(1, steps + 1):
+        gs = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+        a = [torch.rand(s, generator=gen, dtype=torch.float64) + 0.5 for s in shapes]
+        c = [g - ai * w for g, ai, w in zip(gs, a, ws)]
+
+        def f(ps, a=a, c=c):
+            return sum((ci * p).sum() + 0.5 * (ai * p * p).sum() for p, ai, ci in zip(ps, a, c))
+
+        def closure(f=f):
+            opt.zero_grad()
+            loss = f(params)
+            loss.backward(create_graph=hess_read)
+            return loss
+
+        opt.step(closure) if needs_closure(program) else (closure(), opt.step())
+        leaves = [w.clone().requires_grad_(True) for w in ws]
+        loss = sign * f(leaves)
+        grads = torch.autograd.grad(loss, leaves, create_graph=hess_read)
+        hess = None
+        if hess_read:
+            z = rademacher([w.shape for w in ws], zgen, torch.float64, "cpu")
+            hess = [h.detach() for h in hutchinson(grads, leaves, z)]
+
+        def grad_at(es, f=f, ws=ws):
+            moved = [(w + e).requires_grad_(True) for w, e in zip(ws, es)]
+            return list(torch.autograd.grad(sign * f(moved), moved))
+
+        steps_, states = run_group_step(program, ws, [g.detach() for g in grads], lr, t,
+                                        states, rule_hyper,
+                                        context=StepContext(loss.detach(), hess, grad_at))
+        ws = [w - s for w, s in zip(ws, steps_)]
+        for p, w in zip(params, ws):
+            torch.testing.assert_close(p.detach(), w, rtol=rtol, atol=atol, equal_nan=True)
+
+
 @pytest.mark.parametrize("name", ["sam", "factored", "adahessian_like"])
 def test_compiled_path_agrees_with_the_interpreter(name):
     got, _, _ = exported(cls_of(name), steps=3, compile=True)
@@ -226,121 +298,3 @@ def test_grad_at_restores_parameters_and_every_gradient():
     for p, w, s in zip(params, want, start):
         torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-14)
         assert not torch.equal(p.detach(), s)
-
-
-@pytest.mark.parametrize("name,reads", [("sam", "grad_at"), ("adahessian_like", "hess"),
-                                        ("aegd_like", "loss")])
-def test_step_without_a_closure_names_the_optimizer_and_what_it_reads(name, reads):
-    cls = cls_of(name)
-    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
-    p.grad = torch.ones(3, dtype=torch.float64)
-    opt = cls([p])
-    with pytest.raises(RuntimeError, match=rf"{cls.__name__} \(rule '{name}'\) reads "
-                                           rf"{reads}.*step\(closure\)"):
-        opt.step()
-    assert torch.equal(p.detach(), torch.ones(3, dtype=torch.float64))  # nothing moved
-    assert "torch.optim.LBFGS" in cls.__doc__ and "def closure():" in cls.__doc__
-    assert "torch.optim.LBFGS" in (module_of(cls).__doc__ or "")
-
-
-def test_hess_without_create_graph_is_a_clear_error():
-    with pytest.raises(RuntimeError, match=r"create_graph=True"):
-        exported(cls_of("adahessian_like"), steps=1, create_graph=False)
-    assert "loss.backward(create_graph=True)" in cls_of("adahessian_like").__doc__
-
-
-def test_a_closure_that_returns_no_loss_is_refused_when_the_rule_reads_it():
-    cls = cls_of("aegd_like")
-    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
-    opt = cls([p])
-
-    def closure():
-        opt.zero_grad()
-        (p ** 2).sum().backward()
-
-    with pytest.raises(RuntimeError, match="reads the loss, but the closure returned None"):
-        opt.step(closure)
-
-
-def test_rules_with_only_shapes_or_factored_state_need_no_closure():
-    for name in ("shape_scalars", "factored", "clip_global_norm"):
-        p = torch.nn.Parameter(torch.ones(3, 2, dtype=torch.float64))
-        p.grad = torch.full((3, 2), 0.5, dtype=torch.float64)
-        cls_of(name)([p]).step()
-        assert "def closure():" not in cls_of(name).__doc__
-
-
-def test_factored_state_keeps_its_true_memory():
-    src = """def rowcol(w, g, lr, t, r: row, c: col, beta=0.9):
-    r = interp(row_mean(g * g), r, beta)
-    c = interp(col_mean(g * g), c, beta)
-    return lr * g / sqrt(r * c / (mean(r) + 1e-30) + 1e-30), r, c
-"""
-    cls = optimizer_class(dsl.parse(src))
-    p = torch.nn.Parameter(torch.zeros(1000, 500))
-    p.grad = torch.randn(1000, 500)
-    opt = cls([p])
-    opt.step()
-    state = opt.state[p]
-    assert state["r"].shape == (1000, 1) and state["c"].shape == (1, 500)
-    assert sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor)) == 1500
-
-
-@pytest.mark.parametrize("name", ["factored", "adahessian_like"])
-@pytest.mark.parametrize("path", ["per_param", "foreach"])
-def test_state_dict_resume_matches_uninterrupted_training(path, name):
-    """Factored state is saved and loaded at its stored shape; the Hessian generator's state
-    goes with the state dict, so a resumed run draws the vectors it would have drawn."""
-    cls = cls_of(name)
-    kw = {"foreach": path == "foreach"}
-    whole, _, whole_params = exported(cls, steps=5, **kw)
-    _, opt1, params1 = exported(cls, steps=2, **kw)
-    buffer = io.BytesIO()
-    torch.save(opt1.state_dict(), buffer)
-    buffer.seek(0)
-    params = [torch.nn.Parameter(p.detach().clone()) for p in params1]
-    opt2 = cls(params, lr=0.5, **kw, **({"hessian_seed": 99} if name != "factored" else {}))
-    opt2.load_state_dict(torch.load(buffer, weights_only=True))
-    for t in range(3, 6):
-        data = batch(t)
-
-        def closure(data=data):
-            opt2.zero_grad()
-            loss = loss_fn(params, data)
-            loss.backward(create_graph=name != "factored")
-            return loss
-
-        opt2.step(closure)
-    for i, (p, q) in enumerate(zip(params, whole_params)):
-        assert torch.equal(p, q)
-        for k, key in enumerate(module_of(cls)._STATE_KEYS):
-            assert torch.equal(opt2.state[p][key], whole[-1][1][i][k])
-    if name == "factored":
-        assert opt2.state[params[0]]["r"].shape == (4, 1)
-        assert opt2.state[params[0]]["c"].shape == (1, 5)
-        assert opt2.state[params[2]]["c"].shape == (1, 2, 2)
-
-
-def test_state_of_another_shape_is_refused_at_the_next_step():
-    cls = cls_of("factored")
-    p = torch.nn.Parameter(torch.ones(4, 5, dtype=torch.float64))
-    opt = cls([p])
-    p.grad = torch.ones(4, 5, dtype=torch.float64)
-    opt.step()
-    saved = opt.state_dict()
-    saved["state"][0]["r"] = torch.zeros(4, 5, dtype=torch.float64)  # full, not a row
-    fresh = cls([p])
-    fresh.load_state_dict(saved)
-    with pytest.raises(RuntimeError, match=r"state 'r' of a parameter of shape \(4, 5\) has "
-                                           r"shape \(4, 5\), but the rule keeps it as row"):
-        fresh.step()
-
-
-def test_a_staged_export_imports_torch_alone():
-    import ast
-    for name in RULES:
-        source = export_module(program(name))
-        imports = {a.name for node in ast.walk(ast.parse(source))
-                   if isinstance(node, ast.Import) for a in node.names}
-        assert imports == {"torch"}
-        assert not any(isinstance(node, ast.ImportFrom) for node in ast.walk(ast.parse(source)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 
 import pytest
 import sympy
@@ -20,7 +21,9 @@ from optforge.dsl import ops as ops_module
 from optforge.dsl.export import (
     ExportError,
     export_module,
+    group,
     inline,
+    runtime_group,
     runtime_ops,
     runtime_shell,
     tables,
@@ -98,11 +101,15 @@ def test_an_export_imports_torch_alone_and_holds_the_runtime_by_source(name):
     assert "optforge" not in source.replace("exported by optforge", "").replace(
         "an optforge rule", "").replace("optforge's rule language", "")
     # the shell and the functions are copied verbatim from the linted runtime modules
-    assert inline.shell_methods() in source
+    staged = group.is_staged(seeds.load_seed(name))
+    assert (inline.group_methods() if staged else inline.shell_methods()) in source
     for fn in runtime_shell.INLINED[1:]:
         assert inspect.getsource(getattr(runtime_shell, fn)) in source
+    if staged:
+        for fn in runtime_group.INLINED:
+            assert inspect.getsource(getattr(runtime_group, fn)) in source
     for helper in inline.helper_names():
-        if f"{helper}(" in source.split("def _scalars", 1)[1]:
+        if re.search(rf"(?<!\w){helper}\(", source.split("def _scalars", 1)[1]):
             assert inspect.getsource(getattr(runtime_ops, helper)) in source
 
 
@@ -116,3 +123,37 @@ def test_the_newton_schulz_constants_come_from_the_op_table():
     x = torch.randn(6, 4, dtype=torch.float64)
     expected = ops_module.newton_schulz(x)
     torch.testing.assert_close(namespace["_orth"](x), expected, rtol=0, atol=0)
+
+
+STAGED = """def staged(w, g, lr, t, r: row, m):
+    r = interp(row_mean(hess * g), r, 0.9)
+    m = grad_at(0.01 * g / global_norm(g)) * loss / global_sum(rows * cols * numel)
+    return lr * m * r, r, m
+"""
+
+
+def test_a_staged_export_holds_the_model_ops_and_the_group_shell_by_source():
+    """A staged module copies the whole-group reductions of dsl.model_ops and the Hutchinson
+    functions of dsl.context (annotations dropped: the same code), the shell's methods with
+    GroupShell's in place of the replaced ones, and still imports torch alone."""
+    from optforge.dsl import context, model_ops, parse
+    source = export_module(parse(STAGED))
+    assert _imports(source) == {"torch"}
+    assert inline.group_methods() in source and inline.shell_methods() not in source
+    for name in ("step", "_step_group"):  # replaced: GroupShell's, once
+        assert source.count(f"    def {name}(") == 1
+        assert inline._methods(runtime_group, "GroupShell")[
+            [n for n, _ in inline._methods(runtime_group, "GroupShell")].index(name)][1] in source
+    namespace: dict = {}
+    exec(compile(source, "<staged>", "exec"), namespace)  # noqa: S102 - our generated code
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=gen, dtype=torch.float64) for s in [(3, 4), (5,), ()]]
+    xs = [torch.randn(3, 1, generator=gen, dtype=torch.float64),
+          torch.randn(5, generator=gen, dtype=torch.float64), torch.tensor(2.0).double()]
+    for fn in ("global_sum", "global_norm"):
+        assert torch.equal(namespace[fn](0, xs, params), getattr(model_ops, fn)(0, xs, params))
+    z1 = namespace["rademacher"]([p.shape for p in params], torch.Generator().manual_seed(5),
+                                 torch.float64, "cpu")
+    z2 = context.rademacher([p.shape for p in params], torch.Generator().manual_seed(5),
+                            torch.float64, "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(z1, z2))
