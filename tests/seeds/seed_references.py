@@ -338,6 +338,15 @@ REFERENCES: tuple[Reference, ...] = (
               alt={"beta1": 0.8, "beta2": 0.95, "eps": 0.01, "weight_decay": 0.5}),
     Reference("lars", _lars_make, _lars_defaults,
               alt={"momentum": 0.5, "weight_decay": 0.5, "trust_coefficient": 0.3}),
+    Reference("mars", *_torch(po.MARS,
+                              lambda h: {"betas": _betas(h), "gamma": h["gamma"], "eps": h["eps"],
+                                         "weight_decay": h["weight_decay"]},
+                              lambda d: {**_from_betas(d), "gamma": d["gamma"], "eps": d["eps"],
+                                         "weight_decay": d["weight_decay"]},
+                              mars_type="adamw", optimize_1d=True, foreach=False),
+              alt={"beta1": 0.8, "beta2": 0.95, "gamma": 0.1, "eps": 0.01, "weight_decay": 0.5},
+              no_sqrt_guard=True,
+              note="optimize_1d=True: MARS on vectors too (the package's default is AdamW there)"),
     Reference("muon", *_plain(muon_step, 1e-3, {"momentum": 0.95, "weight_decay": 0.1}),
               alt={"momentum": 0.5, "weight_decay": 0.5},
               shapes=((23,), (6, 9), (9, 9), (9, 6)),
@@ -371,7 +380,8 @@ class Problem:
     grads: list[torch.Tensor] = field(default_factory=list)
 
 
-def problem(shape: tuple[int, ...], steps: int, seed: int, zero_start: bool = False) -> Problem:
+def problem(shape: tuple[int, ...], steps: int, seed: int, zero_start: bool = False,
+            grad_scale: float = 1.0) -> Problem:
     gen = torch.Generator().manual_seed(seed)
     w0 = torch.randn(shape, generator=gen, dtype=torch.float64)
     if zero_start:
@@ -379,7 +389,7 @@ def problem(shape: tuple[int, ...], steps: int, seed: int, zero_start: bool = Fa
     grads = []
     for _ in range(steps):
         scale = math.exp(float(torch.randn((), generator=gen, dtype=torch.float64)))
-        grads.append(scale * torch.randn(shape, generator=gen, dtype=torch.float64))
+        grads.append(grad_scale * scale * torch.randn(shape, generator=gen, dtype=torch.float64))
     return Problem(w0, grads)
 
 

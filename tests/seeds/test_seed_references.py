@@ -63,10 +63,10 @@ def assert_same_steps(ours: list[torch.Tensor], ref: list[torch.Tensor], w0: tor
 
 
 def check_seed(ref: Reference, hyper: dict[str, float], shape, seed: int, monkeypatch,
-               zero_start: bool = False) -> None:
+               zero_start: bool = False, grad_scale: float = 1.0) -> None:
     if ref.no_sqrt_guard:
         remove_sqrt_guard(monkeypatch)
-    prob = problem(shape, STEPS, seed, zero_start)
+    prob = problem(shape, STEPS, seed, zero_start, grad_scale)
     program = load_seed(ref.seed)
     reference = run_optimizer(lambda ps: ref.make(ps, ref.lr, hyper), prob.w0, prob.grads)
     interpreted = dsl.run_steps(program, prob.w0, prob.grads, ref.lr, hyper)
@@ -100,6 +100,16 @@ def test_trust_ratio_guard_on_a_zero_parameter(seed, shape, monkeypatch):
     ref = BY_SEED[seed]
     check_seed(ref, hyper_for(ref, "alt"), shape, seed=7, monkeypatch=monkeypatch,
                zero_start=True)
+
+
+@pytest.mark.parametrize("setting", ["defaults", "alt"])
+@pytest.mark.parametrize("shape", [(23,), (6, 9)])
+def test_mars_without_the_norm_clip(setting, shape, monkeypatch):
+    """Gradients small enough that |c| <= 1 at most steps: MARS's clip to norm 1 is off (at
+    the usual scale it is on at every step)."""
+    ref = BY_SEED["mars"]
+    check_seed(ref, hyper_for(ref, setting), shape, seed=5, monkeypatch=monkeypatch,
+               grad_scale=0.02)
 
 
 def test_muon_defaults_are_torch_optim_muon():
