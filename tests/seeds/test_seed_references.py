@@ -10,7 +10,7 @@ has a reference here).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -35,7 +35,7 @@ STEPS = 60
 RTOL = 1e-10
 
 
-@lru_cache(maxsize=None)
+@cache
 def exported(seed: str):
     return optimizer_class(load_seed(seed), provenance=f"seed '{seed}'")
 
@@ -59,7 +59,7 @@ def assert_same_steps(ours: list[torch.Tensor], ref: list[torch.Tensor], w0: tor
         assert torch.isfinite(d_r).all(), f"{what}: the reference diverged at step {t}"
         size = float(d_r.abs().max())
         torch.testing.assert_close(d_o, d_r, rtol=rtol, atol=rtol * size,
-                                   msg=lambda m: f"{what}, step {t}: {m}")
+                                   msg=lambda m, t=t: f"{what}, step {t}: {m}")
         prev_o, prev_r = o, r
     torch.testing.assert_close(ours[-1], ref[-1], rtol=1e-9, atol=1e-12)
 
