@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from optforge.dsl.slots import stored_shape  # noqa: E402
-from optforge.seeds import load_seed  # noqa: E402
+from optforge.dsl.slots import stored_shape
+from optforge.seeds import load_seed
 
 Shape = tuple[int, ...]
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from optforge.search import cli as cli
+from optforge.search import cli
 
 from optforge import dsl, seeds
 
