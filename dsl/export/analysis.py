@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..checker import live_statements
+from ..context import SHAPE_INPUTS
 from ..ir import Arg, Program
-from ..ops import OPS
+from ..needs import needs
+from ..ops import OPS, OpKind
 from ..rewrites import LOWERED, rule, substitute
+from ..slots import SlotShape
 from .tables import LOWERED_BY_RULE, Helper, form, helper_call, is_elementwise
 from .text import _arg_text, _num
 
@@ -71,6 +74,16 @@ class Analysis:
     helpers: set[str] = field(default_factory=set)  # runtime_ops helpers the code calls
 
 
+BARRIER_KINDS = (OpKind.GLOBAL, OpKind.GRADIENT)
+LOSS_CODE = "a2"  # the scalar section's name of the loss, after lr (a0) and t (a1)
+
+
+def is_barrier(op: str) -> bool:
+    """A whole-group op (`global_sum`, `global_norm`, `grad_at`): the tensor code of every
+    parameter stops before it and resumes after it (`dsl.export.group`)."""
+    return op in OPS and OPS[op].kind in BARRIER_KINDS
+
+
 def pure_code(path: str, op: str, args: list[str], small: list[bool] | None = None,
               shape: str = "w.shape") -> str:
     """`op` as a pure expression (the scalar section and `_rule`)."""
@@ -106,8 +119,18 @@ class _Builder:
         for j, (name, _) in enumerate(p.hyperparams):
             self.scalar_code[name] = f"h{j}"
         self.env: dict[str, Val] = {"w": Val("tensor", "w", True), "g": Val("tensor", "g", True)}
-        for k, s in enumerate(p.state):
-            self.env[s] = Val("tensor", f"s{k}", True)
+        for k, s in enumerate(p.state):  # a factored slot arrives stored, reduced
+            self.env[s] = Val("tensor", f"s{k}", p.slot_shape(s) is SlotShape.FULL)
+        read = needs(p)
+        # context inputs (dsl.context): the loss is a scalar-section input; the shape scalars
+        # (0-d tensors of the compute dtype) and the Hessian estimate are tensors per parameter
+        if "loss" in read:
+            self.scalar_code["loss"] = LOSS_CODE
+        for name in SHAPE_INPUTS:
+            if name in read:
+                self.env[name] = Val("tensor", name, False)
+        if "hess" in read:
+            self.env["hess"] = Val("tensor", "hess", True)
         self.slot_of: dict[str, Val] = {}  # scalar-section code -> slotted value (dedup)
         self.const_index: dict[str, int] = {}
         self.computed: dict[str, str] = {}  # expression -> the scalar already holding it
@@ -177,6 +200,12 @@ class _Builder:
                     ) -> Val | _Scalar | float:
         """`op` in the tensor section: a tensor statement, or (all arguments scalars) a value
         of the scalar section."""
+        if is_barrier(op):  # a whole-group op: never folded, never in the scalar section
+            vals = [self.slot(x) for x in args]
+            name = f"x{len(self.a.tensor)}"
+            full = OPS[op].kind is OpKind.GRADIENT  # a gradient per parameter; else a 0-d value
+            self.a.tensor.append(TStmt(op, tuple(vals), name, full, self.comment))
+            return Val("tensor", name, full)
         if not any(isinstance(x, Val) for x in args):
             codes = tuple(x.code if isinstance(x, _Scalar) else x for x in args)
             code = self.scalar_node(op, codes)  # type: ignore[arg-type]
@@ -213,7 +242,8 @@ def analyse(p: Program) -> Analysis:
         if i not in live:
             continue
         b.comment = f"{s.target} = {s.op}({', '.join(_arg_text(x) for x in s.args)})"
-        if all(not isinstance(x, str) or x not in b.env for x in s.args):  # scalars only
+        if not is_barrier(s.op) and all(not isinstance(x, str) or x not in b.env
+                                        for x in s.args):  # scalars only
             if all(not isinstance(x, str) for x in s.args):
                 name = b.folded(fold(s.op, [float(x) for x in s.args]))
             else:

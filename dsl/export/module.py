@@ -18,10 +18,25 @@ from ..checker import ensure_valid
 from ..hashing import structural_hash
 from ..ir import Program
 from ..latex import to_latex
+from ..needs import needs
 from ..printer import format_program
 from ..roles import ExportNames, export_names
 from .analysis import analyse
-from .inline import helper_source, shell_functions, shell_methods
+from .group import (
+    closure_doc,
+    features,
+    group_constants,
+    is_staged,
+    render_stages,
+    state_doc,
+)
+from .inline import (
+    group_functions,
+    group_methods,
+    helper_source,
+    shell_functions,
+    shell_methods,
+)
 from .names import (
     DEFAULT_LR,
     RESERVED_HYPERPARAMETER_NAMES,
@@ -86,6 +101,19 @@ def export_module(program: Program, class_name: str | None = None, provenance: s
             f"_RENAMED = {names.renamed!r}",
             f"_CHECKED = {checked!r}",
             "_LOW_PRECISION = (torch.bfloat16, torch.float16)", "", ""]
+    if is_staged(program):
+        out[-2:-2] = group_constants(program)
+        out += helper_source(a.helpers)
+        out += render_scalars(a, hyper_names)
+        out += ["", ""]
+        out += render_stages(a)
+        out += ["", ""]
+        out += _render_class(program, class_name, lr, hyper_names, betas, keys, lr_note,
+                             {new: old for old, new in names.renamed.items() if new},
+                             staged=True)
+        text = "\n".join(out).rstrip() + "\n"
+        compile(text, f"<export of {program.name}>", "exec")
+        return text
     out += helper_source(a.helpers)
     out += render_scalars(a, hyper_names)
     out += ["", ""]
@@ -121,7 +149,8 @@ def _module_doc(program: Program, class_name: str, provenance: str, shash: str, 
               f"Constructor: {class_name}(params, lr={_num(lr)}"
               + (f", {hyper}" if hyper else "") + ", *, "
               + (f"betas=None ({', '.join(betas)} as one tuple), " if betas else "")
-              + "maximize=False, foreach=None, compile=False)."]
+              + "maximize=False, foreach=None, compile=False"
+              + (", hessian_seed=0" if "hess" in needs(program) else "") + ")."]
     if lr_note:
         lines += [f"{lr_note}."]
     for old, new in names.renamed.items():
@@ -131,9 +160,20 @@ def _module_doc(program: Program, class_name: str, provenance: str, shash: str, 
         else:
             lines.append(f"The rule's hyperparameter {old} is exported as {new}: {why}, so "
                          f"it does not play the role torch code gives the name {old}.")
-    lines += ["State per parameter: " + ", ".join(keys + ["step"])
+    staged = is_staged(program)
+    if staged:
+        lines += ["It reads " + "; ".join(features(program)) + ". It runs in stages: values "
+                  "over the whole param group are computed once per group and step, between "
+                  "them (foreach=True runs the same per-tensor code as the default path)."]
+        how = closure_doc(program, class_name)
+        if how:
+            lines += ["", how.replace("\n    ", "\n").rstrip("\n")]
+    lines += ["State per parameter: " + (state_doc(program, keys) if staged
+                                         else ", ".join(keys + ["step"]))
               + (" (the rule's state, zeros at the first step, shaped like the parameter; "
-                 "step is an int)."),
+                 "step is an int)." if not program.slot_shapes else
+                 " (the rule's state, zeros at the first step, shaped like the parameter "
+                 "unless said otherwise; step is an int)."),
               "bfloat16 and float16 parameters keep their state in float32.",
               "", "This file needs only torch (2.1 or later)."]
     return _literal("\n".join(lines).replace("\n\n\n", "\n\n"))
@@ -141,11 +181,14 @@ def _module_doc(program: Program, class_name: str, provenance: str, shash: str, 
 
 def _render_class(program: Program, class_name: str, lr: float, hyper_names: list[str],
                   betas: list[str], keys: list[str], lr_note: str = "",
-                  renamed_from: dict[str, str] | None = None) -> list[str]:
+                  renamed_from: dict[str, str] | None = None, staged: bool = False
+                  ) -> list[str]:
     defaults = dict(program.hyperparams)
+    hess = staged and "hess" in needs(program)
     sig = ", ".join(["self", "params", f"lr={_num(lr)}"]
                     + [f"{n}={_num(defaults[n])}" for n in hyper_names]
-                    + ["*", "betas=None", "maximize=False", "foreach=None", "compile=False"])
+                    + ["*", "betas=None", "maximize=False", "foreach=None", "compile=False"]
+                    + (["hessian_seed=0"] if hess else []))
     hyper_dict = "{" + ", ".join(f"{n!r}: {n}" for n in hyper_names) + "}"
     renamed_from = renamed_from or {}
 
@@ -168,23 +211,31 @@ def _render_class(program: Program, class_name: str, lr: float, hyper_names: lis
            "optimizers.\n" +
            "        foreach: use torch._foreach_* ops over a group (default: when all its\n"
            "            parameters are on CUDA).\n"
-           "        compile: run each step as one torch.compile'd function per group.\n    ")
+           "        compile: run each step as one torch.compile'd function per group.\n"
+           + ("        hessian_seed: seed of the optimizer's torch.Generator that draws the\n"
+              "            Rademacher vectors of the Hessian estimate.\n" if hess else "")
+           + ("\n    " + closure_doc(program, class_name) if staged and closure_doc(
+               program, class_name) else "") + "    ")
     init = f"self._setup(params, lr, {hyper_dict}, betas, maximize, foreach, compile)"
+    if hess:
+        init = f"self._hessian_seed = int(hessian_seed)\n{{pad}}{init}"
+    methods, functions = ((group_methods(), shell_functions() + "\n\n\n" + group_functions())
+                          if staged else (shell_methods(), shell_functions()))
     mangled = [n for n in hyper_names if n.startswith("__") and not n.endswith("__")]
     if not mangled:
         return [f"class {class_name}(torch.optim.Optimizer):", "    " + _literal(doc), "",
-                f"    def __init__({sig}):", f"        {init}", "",
-                shell_methods(), "", "", shell_functions()]
+                f"    def __init__({sig}):", "        " + init.replace("{pad}", " " * 8), "",
+                methods, "", "", functions]
     # Inside a class body Python renames (mangles) an argument named __x to _Class__x, and
     # Class(params, __x=...) would fail: the constructor is defined outside the class.
     private = f"_{class_name.lstrip('_')}{mangled[0]}"
     return [f"def _init({sig}):",
             f"    # {class_name}.__init__, defined here: inside the class, Python would rename",
             f"    # the argument {mangled[0]} to {private}.",
-            f"    {init}", "", "",
+            "    " + init.replace("{pad}", " " * 4), "", "",
             f"class {class_name}(torch.optim.Optimizer):", "    " + _literal(doc), "",
             "    __init__ = _init  # see there", "",
-            shell_methods(), "", "", shell_functions()]
+            methods, "", "", functions]
 
 
 def optimizer_class(program: Program, class_name: str | None = None, provenance: str = "",

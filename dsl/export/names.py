@@ -12,7 +12,7 @@ import unicodedata
 from ..checker import live_statements
 from ..ir import Arg, Program
 from ..roles import ExportNames
-from .inline import helper_names, shell_names
+from .inline import group_function_names, helper_names, shell_names
 
 DEFAULT_LR = 1e-3
 RESERVED_HYPERPARAMETER_NAMES = frozenset(
@@ -27,8 +27,11 @@ _GENERATED_NAMES = frozenset({
     "torch", "RULE_NAME", "RULE_SOURCE", "PROVENANCE", "STRUCTURAL_HASH", "_STATE_KEYS",
     "_HYPER_NAMES", "_BETA_NAMES", "_LOW_PRECISION", "_DEFAULT_BETAS", "_RENAMED", "_CHECKED",
     "_scalars", "_rule", "_update_param", "_update_foreach", "_update_fused",
-    "_compiled_update", "_COMPILED", "_init", "_NS_COEFFS", "_NS_EPS", "_NS_STEPS"})
-_MODULE_NAMES = _GENERATED_NAMES | helper_names() | shell_names()
+    "_compiled_update", "_COMPILED", "_init", "_NS_COEFFS", "_NS_EPS", "_NS_STEPS",
+    # staged modules (dsl.export.group) also define these
+    "_STAGES", "_BARRIERS", "_SLOT_KINDS", "_NEEDS", "_SHAPE_READS", "_READS_HESS",
+    "_READS_LOSS", "_COMPILED_STAGES", "_compiled_stage"})
+_MODULE_NAMES = _GENERATED_NAMES | helper_names() | shell_names() | group_function_names()
 # The generated module calls builtins (float, super, zip, isinstance, ...); a class named like
 # any builtin could shadow one of them.
 _BUILTIN_NAMES = frozenset(dir(builtins))

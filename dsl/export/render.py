@@ -11,7 +11,8 @@ Every op's code comes from the path's table (`tables`).
 
 from __future__ import annotations
 
-from .analysis import Analysis, TStmt, Val, pure_code
+from ..needs import needs
+from .analysis import LOSS_CODE, Analysis, TStmt, Val, pure_code
 from .lowering import Plan, plan
 from .tables import Eager, Helper, form, helper_call
 from .text import _num
@@ -19,9 +20,12 @@ from .text import _num
 
 def render_scalars(a: Analysis, hyper_names: list[str]) -> list[str]:
     inputs = ["a0", "a1"] + [f"h{j}" for j in range(len(hyper_names))]
+    loss = "loss" in needs(a.program)
+    if loss:  # a staged rule that reads the loss: one more value, last
+        inputs.append(LOSS_CODE)
     doc = ("The rule's scalar-only values for one step, in float64 (IEEE-754, like the "
            "interpreter):\n    values = [lr, t" + "".join(f", {h}" for h in hyper_names)
-           + "]. Returns one float64 tensor of slots, read by the tensor code as F[i] / S[i].")
+           + (", loss" if loss else "") + "]. Returns one float64 tensor of slots, read by the tensor code as F[i] / S[i].")
     out = ["def _scalars(values):", f'    """{doc}"""']
     out.append(f"    {', '.join(inputs)} = torch.tensor(values, dtype=torch.float64).unbind()")
     if a.constants:

@@ -1,0 +1,272 @@
+"""The shell of staged exported optimizers (`dsl.export.group`): real code, inlined by source.
+
+A staged module's class holds `runtime_shell.OptimizerShell`'s methods except those named in
+`REPLACED`, and the methods of `GroupShell` below in their place; the functions in
+`INLINED` are copied into the module too, with the whole-group reductions of
+`dsl.model_ops` and the Rademacher and Hutchinson functions of `dsl.context` (their source,
+annotations dropped), so that the file still needs only torch.
+
+How a step runs, per param group: every parameter with a gradient gets its values (the
+parameter, the gradient, the state as stored, the shape scalars, the Hessian estimate);
+then stage 0 runs for each parameter, barrier 0 once for the group (a reduction over all
+its parameters, or a call of the closure at the perturbed parameters), stage 1, ... The last
+stage gives the step and the new state; only then are the state and the parameters written.
+The Hessian estimates of all groups are computed before any group's grad_at moves a
+parameter (a Hessian-vector product needs the graph of the closure's backward intact).
+"""
+
+import torch
+
+from .runtime_shell import OptimizerShell, _betas_tuple
+
+REPLACED = ("step", "_step_group")
+INLINED = ("_stored_shape", "_narrow", "_grad_at", "_group_value")
+
+# ---- supplied by each staged module; placeholders here, never inlined -------------------------
+
+_STATE_KEYS: tuple = ()
+_HYPER_NAMES: tuple = ()
+_BETA_NAMES: tuple = ()
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+_SLOT_KINDS: tuple = ()
+_NEEDS: tuple = ()
+_SHAPE_READS: tuple = ()
+_READS_HESS = False
+_READS_LOSS = False
+_STAGES: tuple = ()
+_BARRIERS: tuple = ()
+RULE_NAME = ""
+
+
+def _scalars(values: list) -> torch.Tensor:
+    raise NotImplementedError("defined by each exported module")
+
+
+def _compiled_stage(k: int):
+    raise NotImplementedError("defined by each staged module")
+
+
+def global_sum(lead: int, xs: list, params: list) -> torch.Tensor:
+    raise NotImplementedError("inlined from dsl.model_ops")
+
+
+def global_norm(lead: int, xs: list, params: list) -> torch.Tensor:
+    raise NotImplementedError("inlined from dsl.model_ops")
+
+
+def rademacher(shapes: list, generator: torch.Generator, dtype: torch.dtype,
+               device: torch.device) -> list:
+    raise NotImplementedError("inlined from dsl.context")
+
+
+def hutchinson(grads: list, params: list, z: list) -> list:
+    raise NotImplementedError("inlined from dsl.context")
+
+
+# ---- inlined ---------------------------------------------------------------------------------
+
+class GroupShell(OptimizerShell):
+    """The methods a staged optimizer has instead of `OptimizerShell`'s `REPLACED` ones."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Performs a single optimization step.
+
+        Args:
+            closure: a callable that zeroes the gradients, re-evaluates the model, calls
+                backward and returns the loss (required when the rule reads the loss, the
+                Hessian estimate or grad_at; see the class docstring).
+        """
+        name = type(self).__name__
+        if closure is None and _NEEDS:
+            raise RuntimeError(
+                f"{name} (rule {RULE_NAME!r}) reads {', '.join(_NEEDS)}, which only a closure "
+                f"can give: call step(closure) with a closure that zeroes the gradients, "
+                f"computes the loss, calls " + ("loss.backward(create_graph=True)"
+                                                if _READS_HESS else "loss.backward()")
+                + " and returns the loss (as for torch.optim.LBFGS)")
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        value = None
+        if _READS_LOSS:
+            if loss is None:
+                raise RuntimeError(f"{name} (rule {RULE_NAME!r}) reads the loss, but the "
+                                   f"closure returned None; return the loss from it")
+            value = float(loss)
+        groups = [self._prepare_group(i, group, value) for i, group in
+                  enumerate(self.param_groups)]
+        for index, (group, entries) in enumerate(zip(self.param_groups, groups)):
+            if entries:
+                self._step_group(index, group, entries, closure)
+        return loss
+
+    def _prepare_group(self, index, group, loss):
+        """The values of every parameter of `group` that has a gradient."""
+        name = type(self).__name__
+        values = [float(group["lr"]), 0.0]
+        if _BETA_NAMES:
+            betas = _betas_tuple(group["betas"])
+        for hyper in _HYPER_NAMES:
+            if hyper in _BETA_NAMES:
+                values.append(float(betas[_BETA_NAMES.index(hyper)]))
+            else:
+                values.append(float(group[hyper]))
+        if _READS_LOSS:
+            values.append(-loss if group["maximize"] else loss)
+        sign = -1.0 if group["maximize"] else 1.0
+        scalars = {}
+        entries = []
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            if g.is_sparse:
+                raise RuntimeError(f"{name} does not support sparse gradients "
+                                   f"(param group {index}); use dense gradients, e.g. "
+                                   f"torch.nn.Embedding(..., sparse=False)")
+            if torch.is_complex(p):
+                raise RuntimeError(f"{name} does not support complex "
+                                   f"parameters (param group {index})")
+            if p.numel() == 0:
+                continue
+            state = self.state[p]
+            low = p.dtype in _LOW_PRECISION
+            cdtype = torch.float32 if low else p.dtype
+            if not state:
+                state["step"] = 0
+                for key, kind in zip(_STATE_KEYS, _SLOT_KINDS):
+                    state[key] = torch.zeros(_stored_shape(kind, p.shape), dtype=cdtype,
+                                             device=p.device)
+            state["step"] += 1
+            t = state["step"]
+            if t not in scalars:
+                values[1] = float(t)
+                scalars[t] = _scalars(values)
+            g = g.detach()
+            g = g if g.dtype == p.dtype else g.to(p.dtype)
+            g = torch.neg(g) if group["maximize"] else g
+            V = {"w": p.float() if low else p, "g": g.float() if low else g}
+            for k, key in enumerate(_STATE_KEYS):
+                V[f"s{k}"] = state[key]
+            dims = (p.shape[0] if p.dim() >= 1 else 1, 1, p.numel())
+            if p.dim() >= 2:
+                dims = (dims[0], p.numel() // dims[0], dims[2])
+            for shape_name in _SHAPE_READS:
+                value = dims[("rows", "cols", "numel").index(shape_name)]
+                V[shape_name] = torch.tensor(value, dtype=cdtype, device=p.device)
+            S = scalars[t].to(dtype=cdtype, device=p.device)
+            entries.append((p, V, S, state))
+        if entries and (_READS_HESS or _BARRIERS):
+            kinds = {(p.device, p.dtype) for p, _, _, _ in entries}
+            if len(kinds) > 1:
+                raise RuntimeError(f"{name} (rule {RULE_NAME!r}) computes values over a whole "
+                                   f"param group; the parameters of param group {index} must "
+                                   f"share one device and dtype, not {sorted(map(str, kinds))}")
+        if entries and _READS_HESS:
+            params = [e[0] for e in entries]
+            for p in params:
+                if not p.grad.requires_grad:
+                    raise RuntimeError(
+                        f"{name} (rule {RULE_NAME!r}) reads hess, a Hessian-vector product: "
+                        f"the closure's backward must keep its graph, "
+                        f"loss.backward(create_graph=True)")
+            if not hasattr(self, "_hessian_generator"):
+                self._hessian_generator = torch.Generator().manual_seed(self._hessian_seed)
+            z = rademacher([p.shape for p in params], self._hessian_generator,
+                           params[0].dtype, params[0].device)
+            with torch.enable_grad():
+                h = hutchinson([p.grad for p in params], params, z)
+            for (p, V, _, _), hp in zip(entries, h):
+                hp = hp.detach() * sign
+                V["hess"] = hp.float() if p.dtype in _LOW_PRECISION else hp
+        return entries
+
+    def _step_group(self, index, group, entries, closure):
+        compiled = group["compile"]
+        for k, (fn, inputs, outputs) in enumerate(_STAGES):
+            if k:
+                op, arg, result = _BARRIERS[k - 1]
+                xs = [V[arg] if isinstance(arg, str) else S[arg] for _, V, S, _ in entries]
+                for (_, V, _, _), value in zip(entries, _group_value(
+                        self, op, xs, entries, closure, -1.0 if group["maximize"] else 1.0)):
+                    V[result] = value
+            run = _compiled_stage(k) if compiled else fn
+            for _, V, S, _ in entries:
+                V["_out"] = run(*[V[n] for n in inputs], S)
+                V.update(zip(outputs, V["_out"]))
+        for p, V, _, state in entries:
+            step, news = V["_out"][0], V["_out"][1:]
+            w = V["w"]
+            for key, kind, new in zip(_STATE_KEYS, _SLOT_KINDS, news):
+                if new is not None:
+                    state[key].copy_(_narrow(kind, new, w.shape))
+            if p.dtype in _LOW_PRECISION:
+                p.copy_(w - step)
+            else:
+                p.sub_(step)
+
+
+def _stored_shape(kind, shape):
+    """The storage shape of a state slot of kind full, row, col or scalar (dsl.slots)."""
+    if kind == "full" or len(shape) == 0:
+        return tuple(shape)
+    if kind == "row":
+        return (shape[0],) + (1,) * (len(shape) - 1)
+    if kind == "col":
+        return (1,) + tuple(shape[1:])
+    return (1,) * len(shape)
+
+
+def _narrow(kind, value, shape):
+    """A slot's new value (of the parameter's shape, or broadcasting to it) as stored: the
+    first entry along every axis the storage drops (the rule keeps it constant there)."""
+    full = value.expand(shape) if value.shape != shape else value
+    if kind == "full" or len(shape) == 0:
+        return full
+    keep = _stored_shape(kind, shape)
+    return full[tuple(slice(None) if k == d else slice(0, 1) for k, d in zip(keep, shape))]
+
+
+def _grad_at(opt, entries, es, closure, sign):
+    """The gradient of the closure's loss at w + e for every parameter of `entries`: the
+    group's parameters are moved, the closure is called once, and the parameters and every
+    gradient of the optimizer are restored exactly."""
+    if closure is None:
+        raise RuntimeError(f"{type(opt).__name__} (rule {RULE_NAME!r}) calls grad_at, which "
+                           f"needs step(closure)")
+    every = [p for group in opt.param_groups for p in group["params"]]
+    firsts = [p.grad for p in every]
+    kept = [None if g is None else g.detach().clone() for g in firsts]
+    params = [p for p, _, _, _ in entries]
+    saved = [p.detach().clone() for p in params]
+    for p, e in zip(params, es):
+        p.add_(e.to(p.dtype).expand(p.shape))
+    try:
+        with torch.enable_grad():
+            closure()
+        out = []
+        for p, (_, V, _, _) in zip(params, entries):
+            g = torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+            g = g * sign if sign != 1.0 else g
+            out.append(g.to(V["w"].dtype))
+    finally:
+        for p, w in zip(params, saved):
+            p.copy_(w)
+        for p, g, k in zip(every, firsts, kept):
+            if g is not None and p.grad is g:
+                g.copy_(k)
+            else:
+                p.grad = g
+    return out
+
+
+def _group_value(opt, op, xs, entries, closure, sign):
+    """A whole-group op's value for every parameter of `entries`."""
+    ws = [V["w"] for _, V, _, _ in entries]
+    if op == "grad_at":
+        return _grad_at(opt, entries, [x.expand(w.shape) for x, w in zip(xs, ws)], closure,
+                        sign)
+    value = (global_sum if op == "global_sum" else global_norm)(0, xs, ws)
+    return [value] * len(entries)
