@@ -32,6 +32,14 @@ _GENERATED_NAMES = frozenset({
     "_STAGES", "_BARRIERS", "_SLOT_KINDS", "_NEEDS", "_SHAPE_READS", "_READS_HESS",
     "_READS_LOSS", "_COMPILED_STAGES", "_compiled_stage"})
 _MODULE_NAMES = _GENERATED_NAMES | helper_names() | shell_names() | group_function_names()
+_STAGE_FUNCTION = re.compile(r"_stage[0-9]+")  # a staged module's stage functions
+
+
+def is_module_name(name: str) -> bool:
+    """Whether the generated module may import or define `name` at top level."""
+    return name in _MODULE_NAMES or _STAGE_FUNCTION.fullmatch(name) is not None
+
+
 # The generated module calls builtins (float, super, zip, isinstance, ...); a class named like
 # any builtin could shadow one of them.
 _BUILTIN_NAMES = frozenset(dir(builtins))
@@ -70,7 +78,7 @@ def _class_name_problem(name: str) -> str | None:
     if name in _BUILTIN_NAMES:
         return ("is a Python builtin, which the generated module may use (float, super, zip, "
                 "isinstance, ...)")
-    if name in _MODULE_NAMES:
+    if is_module_name(name):
         return "is a name the generated module imports or defines itself (torch, RULE_NAME, ...)"
     return None
 

@@ -15,8 +15,10 @@ the op's code. The paths of an exported module (see `dsl.export`):
 Which table an op reads is decided by its kind (`OpKind`): elementwise ops by the path's
 table, reductions and matrix ops by `HELPERS`. The ops `dsl.rewrites` lowers to (``lerp``,
 ``axpy``, ``clamp_min``, ``clamp_max``) are elementwise. `interp` and `clip` never reach a
-table: the analysis lowers them by their rules (`LOWERED_BY_RULE`). An op without code in a
-path is an `ExportError` naming both; `missing_forms` lists every gap (a test keeps it empty).
+table: the analysis lowers them by their rules (`LOWERED_BY_RULE`). The whole-group ops
+(`WHOLE_GROUP`: global_sum, global_norm, grad_at) have no per-tensor code: the staged
+optimizer (`dsl.export.group`) runs them between stages. An op without code in a path is an
+`ExportError` naming both; `missing_forms` lists every gap (a test keeps it empty).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from ..rewrites import LOWERED, Node, commutative_ops, rule
 from .names import ExportError
 
 PATHS = ("scalar", "pure", "per-parameter", "foreach")
+
+WHOLE_GROUP = (OpKind.GLOBAL, OpKind.GRADIENT)
+"""Kinds of the ops that no per-tensor table holds: the staged optimizer of
+`dsl.export.group` computes them once per param group, between the stages."""
 
 LOWERED_BY_RULE = {"interp": "interp_as_lerp", "clip": "clip_is_min_max"}
 """Ops the analysis rewrites by a rule of `dsl.rewrites` before any table is read."""
@@ -276,6 +282,10 @@ def form(path: str, op: str):
                           f"analysis rewrites it by rule {LOWERED_BY_RULE[op]!r}")
     if op not in LOWERED and op not in OPS:
         raise ExportError(f"unknown op {op!r} in the {path} path of the export")
+    if op in OPS and OPS[op].kind in WHOLE_GROUP:
+        raise ExportError(f"{op}() is a whole-group op: it has no code in the {path} path of "
+                          f"the export, which runs per tensor; the staged optimizer "
+                          f"(dsl/export/group.py) computes it between stages")
     if not is_elementwise(op):
         if OPS[op].kind is OpKind.MATRIX and path == "scalar":
             raise ExportError(f"{op}() of a scalar has no code in the scalar path of the "
@@ -304,7 +314,7 @@ def missing_forms() -> list[tuple[str, str]]:
             produced = _rhs_ops(rule(LOWERED_BY_RULE[op]).rhs)
             for p in PATHS:
                 needed[p] |= produced
-        else:
+        elif OPS[op].kind not in WHOLE_GROUP:
             for p in PATHS:
                 if not (p == "scalar" and OPS[op].kind is OpKind.MATRIX):
                     needed[p].add(op)

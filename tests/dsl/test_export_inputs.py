@@ -19,7 +19,9 @@ from optforge.dsl.export import (
     ExportError,
     default_class_name,
     export_module,
+    optimizer_class,
 )
+from optforge.dsl.export.names import is_module_name
 
 from optforge import dsl, seeds
 
@@ -98,6 +100,8 @@ def test_a_module_with_an_odd_docstring_is_written_and_imported(doc, tmp_path):
     ("\ufb01t", "normal form"),  # the ligature 'ﬁ': Python reads the name as 'fit'
     ("torch", "imports or defines"), ("RULE_SOURCE", "imports or defines"),
     ("_number", "imports or defines"), ("_init", "imports or defines"),
+    ("_stage2", "imports or defines"), ("global_norm", "imports or defines"),
+    ("_STAGES", "imports or defines"), ("_grad_at", "imports or defines"),
     ("__init__", "'__'"), ("__all__", "'__'"), ("__Opt", "'__'"),
 ])
 def test_unusable_class_names_are_refused_with_the_reason(name, reason):
@@ -141,17 +145,37 @@ MANGLED = dsl.parse("def r(w, g, lr, t, m, __beta=0.9, __c__=1.0):\n"
                     "    m = interp(g, m, __beta)\n    return lr * __c__ * m, m\n")
 
 
-@pytest.mark.parametrize("name", seeds.seed_names() + ("mangled",))
+# a staged export (dsl.export.group) with every new feature, and a private-looking name
+STAGED = ("def r(w, g, lr, t, r: row, c: col, m, __beta=0.9):\n"
+          "    r = interp(row_mean(hess * g), r, __beta)\n"
+          "    c = interp(col_mean(g * g), c, __beta)\n"
+          "    m = grad_at(0.01 * g / global_norm(g)) * loss / global_sum(rows * cols * numel)\n"
+          "    return lr * m * r * c, r, c, m\n")
+
+
+@pytest.mark.parametrize("name", seeds.seed_names() + ("mangled", "staged"))
 def test_every_global_of_an_export_is_a_refused_class_name(name):
     """`_MODULE_NAMES` is complete: whatever global the module reads or binds (apart from the
     class itself) is a builtin, a dunder or one of them, so no accepted class name shadows
     anything the module uses."""
-    program = MANGLED if name == "mangled" else seeds.load_seed(name)
+    program = (MANGLED if name == "mangled" else dsl.parse(STAGED) if name == "staged"
+               else seeds.load_seed(name))
     source = export_module(program, "ClassUnderTest")
     used = global_names(compile(source, "<export>", "exec")) - {"ClassUnderTest"}
-    unrefused = {n for n in used if n not in _MODULE_NAMES and n not in dir(builtins)
+    unrefused = {n for n in used if not is_module_name(n) and n not in dir(builtins)
                  and not n.startswith("__")}
+    assert all(n in _MODULE_NAMES for n in used if is_module_name(n)
+               and not n.startswith("_stage"))
     assert not unrefused
+
+
+def test_a_staged_rule_with_a_private_looking_name_takes_its_keywords():
+    """The constructor defined outside the class (see the mangling workaround) also sets
+    the Hessian seed."""
+    cls = optimizer_class(dsl.parse(STAGED), "Staged")
+    p = torch.nn.Parameter(torch.ones(3, 2, dtype=torch.float64))
+    opt = cls([p], __beta=0.5, hessian_seed=3)
+    assert opt.defaults["__beta"] == 0.5 and opt._hessian_seed == 3
 
 
 @pytest.mark.parametrize("rule, expected", [
