@@ -1,11 +1,14 @@
 """Every seed against its reference implementation, step by step.
 
-For each seed, at its default hyperparameters and at a second, non-default setting, on a
-random vector and a random matrix (float64, 60 steps of random gradients whose scale varies
+For each seed, at its default hyperparameters and at a second, non-default setting, on the
+reference's shapes (a random vector and random matrices: wide, and where the rule reads its
+shape, square, tall and 3-D too; float64, 60 steps of random gradients whose scale varies
 from step to step), both the reference interpreter and the exported optimizer must take the
 same step as the reference at every step: relative error at most 1e-10 of the step's size.
+Branches that random gradients rarely take are driven separately (MARS without its norm clip,
+AdamP's projections on scale-invariant gradients, the LAMB/LARS guards at w = 0).
 A seed that cannot pass this is not shipped (`test_seed_catalog.py` checks that every seed
-has a reference here).
+has a reference here or in group_references.py).
 """
 
 from __future__ import annotations
