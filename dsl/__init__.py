@@ -5,7 +5,7 @@
     >>> check_file(path).errors        # every error of a rule file, in source order
     >>> step, state = run_step(p, w, g, lr, t, state)   # the reference interpreter
     >>> steps, states = run_group_step(p, ws, gs, lr, t, states, context=StepContext(...))
-    >>> needs(p), passes_per_step(p)   # the context a rule reads, its cost in passes
+    >>> passes_per_step(p)             # a step's cost in passes (dsl.needs.needs(p): what it reads)
     >>> structural_hash(p), canonical_hash(p), fingerprint(p)
     >>> format_program(simplify(p))    # simplified, as source text
     >>> to_latex(p)                    # the rule's math
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from .lazy import lazy_exports
 
-# Exports load their submodule on first use (see dsl.lazy).
+# Exports load their submodule on first use (see dsl.lazy). (`needs`, the function, is
+# `dsl.needs.needs`: the name `dsl.needs` is its module's.)
 _EXPORTS = {
     "FileReport": "checker",
     "Report": "checker",
@@ -43,7 +44,6 @@ _EXPORTS = {
     "Stmt": "ir",
     "renumber_temps": "ir",
     "to_latex": "latex",
-    "needs": "needs",
     "needs_closure": "needs",
     "passes_per_step": "needs",
     "OPS": "ops",
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from .interpreter import init_state, run_group_step, run_step, run_steps
     from .ir import INPUTS, Arg, Program, Stmt, renumber_temps
     from .latex import to_latex
-    from .needs import needs, needs_closure, passes_per_step
+    from .needs import needs_closure, passes_per_step
     from .ops import OPS, Op, OpKind
     from .parser import load, load_rules, parse, parse_rules, parse_with_errors
     from .printer import format_program, statement_count
@@ -89,7 +89,7 @@ __all__ = [
     "Op", "OpKind", "Program", "Report", "RuleError", "SlotShape", "StepContext", "Stmt",
     "canonical_hash", "check", "check_file", "check_source", "complexity", "did_you_mean",
     "ensure_valid", "fingerprint", "format_program", "init_state", "load", "load_rules",
-    "needs", "needs_closure", "parse", "parse_rules", "parse_with_errors", "passes_per_step",
+    "needs_closure", "parse", "parse_rules", "parse_with_errors", "passes_per_step",
     "renumber_temps", "run_group_step", "run_step", "run_steps", "simplify", "statement_count",
     "structural_hash", "to_latex",
 ]
