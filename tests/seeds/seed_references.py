@@ -15,14 +15,24 @@ the deviation is written down in the seed's docstring and here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import lion_pytorch
 import pytorch_optimizer
 import torch
-
-Hyper = dict[str, float]
+from plain_references import (  # noqa: F401 (re-exported for the tests)
+    Hyper,
+    Plain,
+    WithNewtonSchulz,
+    _plain,
+    addsign_step,
+    lamb_step,
+    lars_step,
+    muon_step,
+    powersign_step,
+    zeropower_via_newtonschulz5,
+)
 
 
 @dataclass(frozen=True)
@@ -61,102 +71,6 @@ def _torch(cls, to_kwargs, from_defaults, **config):
     return make, defaults
 
 
-# ---- the paper's equations, one tensor at a time ---------------------------------------------
-
-class Plain:
-    """A reference written out plainly: `fn(p, g, state, lr, t, hyper)` updates p in place."""
-
-    def __init__(self, params, lr, hyper, fn):
-        self.params = list(params)
-        self.lr, self.hyper, self.fn = lr, dict(hyper), fn
-        self.state: dict[int, dict] = {id(p): {} for p in self.params}
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self):
-        self.t += 1
-        for p in self.params:
-            self.fn(p, p.grad, self.state[id(p)], self.lr, self.t, self.hyper)
-
-
-def _plain(fn, lr_default: float, hyper_defaults: Hyper):
-    return (lambda params, lr, h: Plain(params, lr, h, fn),
-            lambda: (lr_default, dict(hyper_defaults)))
-
-
-def powersign_step(p, g, st, lr, t, h):
-    """Bello et al. (2017), as tf.contrib.opt.PowerSignOptimizer with sign_decay_fn=None:
-    m_t = beta m + (1 - beta) g; update = exp(log(base) * sign(g) * sign(m_t)) * g."""
-    m = st.setdefault("m", torch.zeros_like(p))
-    m.mul_(h["beta"]).add_(g, alpha=1 - h["beta"])
-    p.sub_(lr * torch.exp(math.log(h["base"]) * torch.sign(g) * torch.sign(m)) * g)
-
-
-def addsign_step(p, g, st, lr, t, h):
-    """Bello et al. (2017), as tf.contrib.opt.AddSignOptimizer with sign_decay_fn=None:
-    update = (alpha + sign(g) * sign(m_t)) * g."""
-    m = st.setdefault("m", torch.zeros_like(p))
-    m.mul_(h["beta"]).add_(g, alpha=1 - h["beta"])
-    p.sub_(lr * (h["alpha"] + torch.sign(g) * torch.sign(m)) * g)
-
-
-def lamb_step(p, g, st, lr, t, h):
-    """You et al. (2020), Algorithm 2 with phi(z) = z, and trust ratio 1 when |w| or |update|
-    is 0 (the guard every implementation has)."""
-    b1, b2 = h["beta1"], h["beta2"]
-    m = st.setdefault("m", torch.zeros_like(p))
-    v = st.setdefault("v", torch.zeros_like(p))
-    m.mul_(b1).add_(g, alpha=1 - b1)
-    v.mul_(b2).addcmul_(g, g, value=1 - b2)
-    r = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + h["eps"])
-    u = r + h["weight_decay"] * p
-    w_norm, u_norm = torch.linalg.norm(p), torch.linalg.norm(u)
-    trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
-    p.sub_(lr * trust * u)
-
-
-def lars_step(p, g, st, lr, t, h):
-    """You, Gitman & Ginsburg (2017): local lr = eta |w| / (|g| + beta |w|), then momentum
-    (1 when |w| or the denominator is 0, as pytorch-optimizer guards), for every tensor."""
-    buf = st.setdefault("buf", torch.zeros_like(p))
-    w_norm, g_norm = torch.linalg.norm(p), torch.linalg.norm(g)
-    den = g_norm + h["weight_decay"] * w_norm
-    trust = h["trust_coefficient"] * w_norm / den if w_norm > 0 and den > 0 else 1.0
-    buf.mul_(h["momentum"]).add_(trust * (g + h["weight_decay"] * p))
-    p.sub_(lr * buf)
-
-
-def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Keller Jordan's muon.py (github.com/KellerJordan/Muon), in G's dtype instead of
-    bfloat16."""
-    assert G.ndim >= 2
-    a, b, c = (3.4445, -4.7750, 2.0315)
-    X = G
-    if G.size(-2) > G.size(-1):
-        X = X.mT
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
-    for _ in range(steps):
-        A = X @ X.mT
-        B = b * A + c * A @ A
-        X = a * X + B @ X
-    if G.size(-2) > G.size(-1):
-        X = X.mT
-    return X
-
-
-def muon_step(p, g, st, lr, t, h):
-    """Keller Jordan's muon_update (nesterov=True) and Muon.step, in float64, without the
-    sqrt(max(1, rows / cols)) factor (1 for wide and square matrices; the seed cannot express
-    it, see seeds/muon.rule). A vector is the n x 1 matrix of the rule language."""
-    buf = st.setdefault("buf", torch.zeros_like(p))
-    buf.lerp_(g, 1 - h["momentum"])
-    update = g.lerp(buf, h["momentum"])
-    matrix = update.reshape(len(update), -1) if update.ndim >= 1 else update.reshape(1, 1)
-    update = zeropower_via_newtonschulz5(matrix)
-    p.mul_(1 - lr * h["weight_decay"])
-    p.add_(update.reshape(p.shape), alpha=-lr)
-
-
 def _lars_make(params, lr, h):
     """pytorch-optimizer's LARS adapts only tensors of 2 or more dimensions; the paper (and
     the seed) adapts every tensor, so vectors are checked against the paper's equations."""
@@ -171,6 +85,36 @@ def _lars_defaults():
     d = pytorch_optimizer.LARS(_probe()).defaults
     return float(d["lr"]), {"momentum": d["momentum"], "weight_decay": d["weight_decay"],
                             "trust_coefficient": d["trust_coefficient"]}
+
+
+def _came_make(params, lr, h):
+    return pytorch_optimizer.CAME(params, lr=lr, betas=_betas(h, 3),
+                                  clip_threshold=h["clip_threshold"], eps1=h["eps1"],
+                                  eps2=h["eps2"], weight_decay=h["weight_decay"], foreach=False)
+
+
+def _came_defaults():
+    opt = pytorch_optimizer.CAME(_probe())  # clip_threshold is an attribute, not a default
+    d = opt.defaults
+    return float(d["lr"]), {**_from_betas(d, 3), "clip_threshold": opt.clip_threshold,
+                            "eps1": d["eps1"], "eps2": d["eps2"],
+                            "weight_decay": d["weight_decay"]}
+
+
+def _adamuon_make(params, lr, h):
+    """pytorch-optimizer's AdaMuon on a use_muon=True group, its Newton–Schulz in float64."""
+    from pytorch_optimizer.optimizer.muon import adamuon
+
+    opt = pytorch_optimizer.AdaMuon([{"params": params, "use_muon": True}], lr=lr,
+                                    betas=_betas(h), eps=h["eps"],
+                                    weight_decay=h["weight_decay"], foreach=False)
+    return WithNewtonSchulz(opt, adamuon, "zero_power_via_newton_schulz_5")
+
+
+def _adamuon_defaults():
+    group = pytorch_optimizer.AdaMuon([{"params": _probe(), "use_muon": True}]).param_groups[0]
+    return float(group["lr"]), {**_from_betas(group), "eps": group["eps"],
+                                "weight_decay": group["weight_decay"]}
 
 
 def _adafactor_eps1(d) -> float:
@@ -254,6 +198,7 @@ REFERENCES: tuple[Reference, ...] = (
                                    foreach=False),
               alt={"beta2_decay": -0.5, "eps1": 1e-3, "eps2": 0.1, "d": 1.5,
                    "weight_decay": 0.1},
+              shapes=((23,), (6, 9), (9, 6)),
               note="factored on 2-D tensors, unfactored on vectors, as torch"),
     Reference("adabelief", *_torch(po.AdaBelief,
                                    lambda h: {"betas": _betas(h), "eps": h["eps"]},
@@ -338,10 +283,39 @@ REFERENCES: tuple[Reference, ...] = (
               alt={"beta1": 0.8, "beta2": 0.95, "eps": 0.01, "weight_decay": 0.5}),
     Reference("lars", _lars_make, _lars_defaults,
               alt={"momentum": 0.5, "weight_decay": 0.5, "trust_coefficient": 0.3}),
+    Reference("mars", *_torch(po.MARS,
+                              lambda h: {"betas": _betas(h), "gamma": h["gamma"], "eps": h["eps"],
+                                         "weight_decay": h["weight_decay"]},
+                              lambda d: {**_from_betas(d), "gamma": d["gamma"], "eps": d["eps"],
+                                         "weight_decay": d["weight_decay"]},
+                              mars_type="adamw", optimize_1d=True, foreach=False),
+              alt={"beta1": 0.8, "beta2": 0.95, "gamma": 0.1, "eps": 0.01, "weight_decay": 0.5},
+              no_sqrt_guard=True,
+              note="optimize_1d=True: MARS on vectors too (the package's default is AdamW there)"),
     Reference("muon", *_plain(muon_step, 1e-3, {"momentum": 0.95, "weight_decay": 0.1}),
               alt={"momentum": 0.5, "weight_decay": 0.5},
               shapes=((23,), (6, 9), (9, 9), (9, 6)),
               note="defaults checked against torch.optim.Muon separately"),
+    Reference("adamp", *_torch(po.AdamP,
+                               lambda h: {"betas": _betas(h), "delta": h["delta"],
+                                          "wd_ratio": h["wd_ratio"], "eps": h["eps"],
+                                          "weight_decay": h["weight_decay"]},
+                               lambda d: {**_from_betas(d), "delta": d["delta"],
+                                          "wd_ratio": d["wd_ratio"], "eps": d["eps"],
+                                          "weight_decay": d["weight_decay"]}, foreach=False),
+              alt={"beta1": 0.8, "beta2": 0.95, "delta": 1.0, "wd_ratio": 0.5, "eps": 0.01,
+                   "weight_decay": 0.5},
+              shapes=((23,), (6, 9), (9, 6), (4, 3, 5)),
+              note="projections on scale-invariant gradients are checked separately"),
+    Reference("came", _came_make, _came_defaults,
+              alt={"beta1": 0.8, "beta2": 0.95, "beta3": 0.99, "clip_threshold": 0.5,
+                   "eps1": 1e-3, "eps2": 1e-3, "weight_decay": 0.5},
+              lr=1e-3, shapes=((23,), (6, 9), (9, 6)),
+              note="factored on 2-D tensors, unfactored on vectors, as the package"),
+    Reference("adamuon", _adamuon_make, _adamuon_defaults,
+              alt={"beta1": 0.8, "beta2": 0.9, "eps": 1e-3, "weight_decay": 0.5},
+              shapes=((6, 9), (9, 9), (9, 6), (4, 3, 5)),
+              note="matrices only: the package refuses vectors in a use_muon group"),
 )
 
 BY_SEED: dict[str, Reference] = {r.seed: r for r in REFERENCES}
@@ -371,7 +345,8 @@ class Problem:
     grads: list[torch.Tensor] = field(default_factory=list)
 
 
-def problem(shape: tuple[int, ...], steps: int, seed: int, zero_start: bool = False) -> Problem:
+def problem(shape: tuple[int, ...], steps: int, seed: int, zero_start: bool = False,
+            grad_scale: float = 1.0) -> Problem:
     gen = torch.Generator().manual_seed(seed)
     w0 = torch.randn(shape, generator=gen, dtype=torch.float64)
     if zero_start:
@@ -379,7 +354,7 @@ def problem(shape: tuple[int, ...], steps: int, seed: int, zero_start: bool = Fa
     grads = []
     for _ in range(steps):
         scale = math.exp(float(torch.randn((), generator=gen, dtype=torch.float64)))
-        grads.append(scale * torch.randn(shape, generator=gen, dtype=torch.float64))
+        grads.append(grad_scale * scale * torch.randn(shape, generator=gen, dtype=torch.float64))
     return Problem(w0, grads)
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from optforge.search import cli as cli
+from optforge.search import cli
 
 from optforge import dsl, seeds
 
@@ -125,3 +125,24 @@ def test_export_refuses_what_it_cannot_write(optforge, tmp_path):
         assert message in err, (argv, err)
         assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".py"] == []
+
+
+def test_exported_exact_adafactor_keeps_factored_state(optforge, tmp_path):
+    """The exported exact Adafactor stores one number per row and one per column of a matrix
+    (the rule's `r: row`, `c: col`), and a vector's n entries and one number."""
+    out = tmp_path / "adafactor_export.py"
+    code, _, err = optforge("export", "adafactor", "--out", str(out))
+    assert code == 0 and not err
+    module = _import(out, "adafactor_export")
+    matrix = torch.nn.Parameter(torch.randn(6, 9))
+    vector = torch.nn.Parameter(torch.randn(23))
+    opt = module.Adafactor([matrix, vector])
+    for p in (matrix, vector):
+        p.grad = torch.randn_like(p)
+    opt.step()
+
+    def stored(p):
+        return sorted(tuple(v.shape) for v in opt.state[p].values()
+                      if torch.is_tensor(v) and v.dim() > 0)
+    assert stored(matrix) == [(1, 9), (6, 1)]
+    assert stored(vector) == [(1,), (23,)]
