@@ -5,8 +5,10 @@ tensor value has that shape, see `dsl.ops`) and the set of inputs it depends on.
 enough to find what makes a rule meaningless before any training is spent on it:
 
 errors
-  * a matrix op (`orth`, `row_mean`, `col_mean`) applied to a scalar;
-  * a step that does not depend on the gradient `g`;
+  * a matrix op (`orth`, `row_mean`, `col_mean`) or `grad_at` applied to a scalar;
+  * a step that does not depend on the gradient `g` (`grad_at(...)`, a gradient, counts);
+  * a factored state slot (`dsl.slots`) whose new value varies along an axis its storage
+    drops (see `varies_along`);
   * a broken IR (an unknown op, a name read before assignment), from mutations, not parsing.
 warnings (the simplifier removes what they point at)
   * a state slot that is neither read nor written, or read but never written (it stays 0);
@@ -23,13 +25,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .context import CONTEXT_INPUTS, SCALAR_CONTEXT
 from .errors import Diagnostic, RuleError, in_source_order
-from .ir import INPUTS, SCALAR_INPUTS, Program, validate
+from .ir import INPUTS, RESERVED, SCALAR_INPUTS, Program, validate
 from .ops import OPS, OpKind, op_for
 from .parser import parse_with_errors, read_rule_file
+from .slots import SlotShape
 
 __all__ = ["FileReport", "Report", "check", "check_file", "check_source", "complexity",
-           "ensure_valid", "live_statements", "live_states", "unchanged_states"]
+           "ensure_valid", "live_statements", "live_states", "unchanged_states",
+           "varies_along"]
+
+# the axes of the matrix view a value may vary along (see `varies_along`)
+ROWS, COLS = "rows", "columns"
+BOTH: frozenset[str] = frozenset((ROWS, COLS))
+NEITHER: frozenset[str] = frozenset()
+# the axes a slot's storage keeps
+SLOT_AXES = {SlotShape.FULL: BOTH, SlotShape.ROW: frozenset((ROWS,)),
+             SlotShape.COL: frozenset((COLS,)), SlotShape.SCALAR: NEITHER}
+# what a matrix op keeps of its argument's axes (orth mixes every entry: both)
+_MATRIX_AXES = {"row_mean": frozenset((ROWS,)), "col_mean": frozenset((COLS,))}
 
 
 @dataclass(frozen=True)
@@ -131,7 +146,8 @@ def check(p: Program) -> Report:
 
     # kind: True for a tensor; deps: the inputs and state slots a value depends on
     tensor: dict[str, bool] = {name: name not in SCALAR_INPUTS for name in INPUTS}
-    deps: dict[str, frozenset[str]] = {name: frozenset((name,)) for name in INPUTS}
+    tensor.update({name: name not in SCALAR_CONTEXT for name in CONTEXT_INPUTS})
+    deps: dict[str, frozenset[str]] = {name: frozenset((name,)) for name in RESERVED}
     for s in p.state:
         tensor[s], deps[s] = True, frozenset((s,))
     for h, _ in p.hyperparams:
@@ -140,10 +156,14 @@ def check(p: Program) -> Report:
     for i, s in enumerate(p.body):
         op = OPS[s.op]
         arg_tensor = [isinstance(a, str) and tensor[a] for a in s.args]
-        if op.kind is OpKind.MATRIX and not arg_tensor[0]:
+        if op.kind in (OpKind.MATRIX, OpKind.GRADIENT) and not arg_tensor[0]:
             errors.append(at(i, f"{s.op}() needs a tensor, but its argument is a scalar"))
-        tensor[s.target] = any(arg_tensor)
+        # a whole-model op gives a scalar; grad_at a gradient (a tensor that depends on g)
+        tensor[s.target] = op.kind is not OpKind.GLOBAL and (
+            any(arg_tensor) or op.kind is OpKind.GRADIENT)
         deps[s.target] = empty.union(*(deps[a] for a in s.args if isinstance(a, str)))
+        if op.kind is OpKind.GRADIENT:
+            deps[s.target] |= {"g"}
 
     def deps_of(a) -> frozenset[str]:
         return deps[a] if isinstance(a, str) else empty
@@ -151,6 +171,7 @@ def check(p: Program) -> Report:
     if "g" not in deps_of(p.step):
         errors.append(at(len(p.body), "the step does not depend on the gradient 'g'"))
 
+    errors.extend(_slot_errors(p, at))
     live = live_states(p, deps_of)
     unchanged = unchanged_states(p)
     updates = [a for a, s in zip(p.returns[1:], p.state) if s not in unchanged]
@@ -174,6 +195,56 @@ def check(p: Program) -> Report:
         if h not in read:
             warnings.append(at(None, f"hyperparameter '{h}' is never used", "warning"))
     return Report(tuple(errors), tuple(warnings))
+
+
+def varies_along(p: Program) -> dict[str, frozenset[str]]:
+    """For each name after the body has run, the axes of the matrix view its value may
+    vary along (`ROWS`, `COLS`): w, g, hess, grad_at(...) and orth(...) vary along both;
+    row_mean(x) along x's rows only, col_mean(x) along its columns only; a per-tensor
+    reduction, a whole-model op, a scalar input, a constant and rows/cols/numel/loss along
+    neither; an elementwise op along the union of its arguments'; a slot, as stored."""
+    axes: dict[str, frozenset[str]] = {name: NEITHER for name in p.params + CONTEXT_INPUTS}
+    axes.update({"w": BOTH, "g": BOTH, "hess": BOTH})
+    axes.update({slot: SLOT_AXES[p.slot_shape(slot)] for slot in p.state})
+    for s in p.body:
+        axes[s.target] = _op_axes(s.op, [axes[a] if isinstance(a, str) else NEITHER
+                                         for a in s.args])
+    return axes
+
+
+def _op_axes(op: str, args: list[frozenset[str]]) -> frozenset[str]:
+    kind = OPS[op].kind
+    if kind is OpKind.ELEMENTWISE:
+        return NEITHER.union(*args)
+    if kind is OpKind.MATRIX:
+        return args[0] & _MATRIX_AXES[op] if op in _MATRIX_AXES else BOTH
+    if kind is OpKind.GRADIENT:
+        return BOTH
+    return NEITHER  # a per-tensor or whole-model reduction
+
+
+def _slot_errors(p: Program, at) -> list[Diagnostic]:
+    """A factored slot whose new value varies along an axis its storage drops."""
+    if not p.slot_shapes:
+        return []
+    axes = varies_along(p)
+    defined_at = {s.target: i for i, s in enumerate(p.body)}
+    errors = []
+    for slot, shape in p.slot_shapes:
+        value = p.returns[1 + p.state.index(slot)]
+        extra = (axes[value] if isinstance(value, str) else NEITHER) - SLOT_AXES[shape]
+        if not extra:
+            continue
+        where = defined_at.get(value, len(p.body)) if isinstance(value, str) else len(p.body)
+        along = " and ".join(a for a in (ROWS, COLS) if a in extra)
+        keeps = {SlotShape.ROW: "one value per row", SlotShape.COL: "one value per column",
+                 SlotShape.SCALAR: "one value per tensor"}[shape]
+        errors.append(at(where, f"state '{slot}' is stored as {shape.value} ({keeps}), but "
+                                f"its new value varies along {along}",
+                         hint="reduce it first, e.g. row_mean(x) for a row slot, "
+                              "col_mean(x) for a col slot, mean(x) for a scalar slot; or drop "
+                              f"the annotation ': {shape.value}'"))
+    return errors
 
 
 def live_states(p: Program, deps_of=None) -> frozenset[str]:
@@ -215,7 +286,8 @@ def live_statements(p: Program) -> set[int]:
 
 
 def _dependencies(p: Program):
-    deps: dict[str, frozenset[str]] = {name: frozenset((name,)) for name in p.params}
+    deps: dict[str, frozenset[str]] = {name: frozenset((name,))
+                                       for name in p.params + CONTEXT_INPUTS}
     empty: frozenset[str] = frozenset()
     for s in p.body:
         deps[s.target] = empty.union(*(deps[a] for a in s.args if isinstance(a, str)))

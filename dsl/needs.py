@@ -21,7 +21,7 @@ HESS_PASSES = 2
 
 def needs(p: Program) -> frozenset[str]:
     read = {a for _, a in iter_reads(p) if isinstance(a, str) and a in CONTEXT_INPUTS}
-    if any(OPS[s.op].kind is OpKind.GRADIENT for s in p.body):
+    if any(_kind(s.op) is OpKind.GRADIENT for s in p.body):
         read.add("grad_at")
     return frozenset(read)
 
@@ -32,5 +32,11 @@ def needs_closure(p: Program) -> bool:
 
 
 def passes_per_step(p: Program) -> int:
-    grad_at = sum(1 for s in p.body if OPS[s.op].kind is OpKind.GRADIENT)
+    grad_at = sum(1 for s in p.body if _kind(s.op) is OpKind.GRADIENT)
     return 1 + grad_at + (HESS_PASSES if "hess" in needs(p) else 0)
+
+
+def _kind(op: str) -> OpKind | None:
+    """An op's kind; None for a name not in the table (the backends report those)."""
+    entry = OPS.get(op)
+    return entry.kind if entry is not None else None

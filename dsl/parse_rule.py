@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import Diagnostic
-from .ir import INPUTS, Arg, Origin, Program, is_temp
+from .ir import INPUTS, RESERVED, Arg, Origin, Program, is_temp
 from .parse_expr import _Reader
 from .parse_syntax import (
     _CONSTRUCTS,
     _OPERATOR_TEXT,
+    RESERVED_TEXT,
     _assigned_names,
     _Fail,
     _infix_op,
@@ -22,6 +23,7 @@ from .parse_syntax import (
     _reads,
     normalize_doc,
 )
+from .slots import SlotShape
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class ParsedRule:
 @dataclass
 class _Rule(_Reader):
     """One rule definition being read (the state and expressions are `_Reader`'s)."""
+
+    # the state slots annotated with a reduced storage, in state order (`dsl.slots`)
+    slot_shapes: list[tuple[str, SlotShape]] = field(default_factory=list)
 
     # ---- the signature ---------------------------------------------------------------------
     def parse(self) -> ParsedRule:
@@ -59,7 +64,7 @@ class _Rule(_Reader):
         origin = Origin(self.module.filename, self.module.source, self.pos(fn),
                         tuple(self.positions), param_pos, return_pos)
         program = Program(fn.name, tuple(state), tuple(hyper), tuple(self.body), returns, doc,
-                          origin)
+                          origin, tuple(self.slot_shapes))
         return ParsedRule(fn.name, program, tuple(self.errors))
 
     def signature(self) -> tuple[list[str], list[tuple[str, float]],
@@ -96,13 +101,22 @@ class _Rule(_Reader):
         state: list[str] = []
         hyper: list[tuple[str, float]] = []
         param_pos: dict[str, tuple[int, int]] = {}
+        seen: set[str] = set()
         for i, p in enumerate(params):
-            if p.annotation is not None:
-                self.report(p.annotation, "type annotations are not part of the rule language")
             self.attempt(self.check_name, p, p.arg, "parameter")
+            if p.arg in seen:
+                self.report(p, f"parameter '{p.arg}' appears twice")
+            seen.add(p.arg)
             param_pos[p.arg] = self.pos(p)
+            is_slot = len(INPUTS) <= i < n_plain
+            if p.annotation is not None and well_formed:
+                self.annotation(p, is_slot)
             if i < len(INPUTS):
                 continue
+            if p.arg in RESERVED:
+                kind = "a state slot" if i < n_plain else "a hyperparameter"
+                self.report(p, f"'{p.arg}' is a reserved input ({RESERVED_TEXT}); "
+                               f"{kind} cannot take its name")
             if i < n_plain:
                 state.append(p.arg)
                 continue
@@ -114,11 +128,12 @@ class _Rule(_Reader):
                 self.report(default, f"hyperparameter '{p.arg}' must default to a finite "
                                      f"number")
             hyper.append((p.arg, value if value is not None and math.isfinite(value) else 0.0))
-        for name in INPUTS + tuple(state):
+        for name in RESERVED + tuple(state):
             self.env[name] = name
         for name, _ in hyper:
             self.env[name] = name
-        self.immutable = set(INPUTS) | {n for n, _ in hyper}
+        self.immutable = set(RESERVED) | {n for n, _ in hyper}
+        self.slot_shapes = [(n, s) for n, s in self.slot_shapes if n in state]
         if not well_formed:
             others = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
             others += [x.arg for x in (a.vararg, a.kwarg) if x is not None]
@@ -126,6 +141,23 @@ class _Rule(_Reader):
                 self.env.setdefault(name, name)
             return None
         return state, hyper, param_pos
+
+    def annotation(self, p: ast.arg, is_slot: bool) -> None:
+        """A parameter's annotation: the storage of a state slot (`dsl.slots`)."""
+        note = p.annotation
+        kinds = ", ".join(s.value for s in SlotShape if s is not SlotShape.FULL)
+        if not is_slot:
+            self.report(note, f"only state slots take an annotation (their storage: {kinds}); "
+                              f"'{p.arg}' is not a state slot")
+            return
+        shape = None
+        if isinstance(note, ast.Name):
+            shape = next((s for s in SlotShape if s.value == note.id), None)
+        if shape is None:
+            self.report(note, f"unknown slot storage '{ast.unparse(note)}': annotate a state "
+                              f"slot with one of {kinds} (or full, the default)")
+        elif shape is not SlotShape.FULL:
+            self.slot_shapes.append((p.arg, shape))
 
     # ---- the body ----------------------------------------------------------------------
     def statements(self, signature) -> tuple[tuple[Arg, ...] | None, tuple[int, int], str]:
@@ -202,8 +234,10 @@ class _Rule(_Reader):
         name = target.id
         self.check_name(target, name, "variable")
         if name in self.immutable:
-            kind = "input" if name in INPUTS else "hyperparameter"
-            raise self.fail(target, f"cannot assign to the {kind} '{name}'")
+            if name in RESERVED:
+                raise self.fail(target, f"cannot assign to the input '{name}' (a reserved "
+                                        f"input: {RESERVED_TEXT})")
+            raise self.fail(target, f"cannot assign to the hyperparameter '{name}'")
         if is_temp(name) and name in self.temps:
             raise self.fail(target, f"'{name}' names a temporary and may be assigned only once")
         arg = self.expr(value, target=name, target_node=target)

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import Diagnostic
+from .ir import RESERVED
 from .ops import INFIX
 
 __all__ = ["MAX_DEPTH", "MAX_SOURCE_CHARS", "MAX_STATEMENTS", "MAX_SYNTAX_ERRORS",
@@ -22,6 +23,8 @@ MAX_DEPTH = 100  # nesting of one expression; the printer stays well below it
 MAX_SYNTAX_ERRORS = 20  # each one costs a re-parse of the whole file
 _MAX_SOURCE_BYTES = 4 * MAX_SOURCE_CHARS  # each character takes 1 to 4 bytes in UTF-8
 _TOO_LONG = f"source is longer than {MAX_SOURCE_CHARS:,} characters; not a rule file?"
+# the names a rule reads without declaring them, as error messages list them
+RESERVED_TEXT = ", ".join(RESERVED)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 # Python's operators as written; those in the op table's `INFIX` are the language's.

@@ -88,7 +88,9 @@ def format_expr(e: Expr) -> str:
 
 def format_program(p: Program) -> str:
     lay = layout(p)
-    params = list(INPUTS) + list(p.state) + [f"{n}={_number(v)}" for n, v in p.hyperparams]
+    shapes = dict(p.slot_shapes)
+    state = [f"{n}: {shapes[n].value}" if n in shapes else n for n in p.state]
+    params = list(INPUTS) + state + [f"{n}={_number(v)}" for n, v in p.hyperparams]
     out = [f"def {p.name}({', '.join(params)}):"]
     if p.doc:
         out.append(_docstring(p.doc))

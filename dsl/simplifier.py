@@ -98,7 +98,9 @@ def simplify_bounded(p: Program) -> Simplification:
 
 def _simplify(p: Program) -> Program:
     current = _exact_passes(p)
-    if not check(current).ok:  # e.g. a zero state read by an op that needs a tensor
+    # e.g. a zero state read by an op that needs a tensor; or by logsumexp, whose value on a
+    # tensor of zeros (log n) is not its value on the constant 0 (0)
+    if not check(current).ok or (current != p and not same_behaviour(p, current)):
         return p
     while True:
         candidate = _exact_passes(_algebra(current))

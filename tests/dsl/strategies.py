@@ -17,8 +17,10 @@ import inspect
 import keyword
 
 from hypothesis import strategies as st
+from optforge.dsl.context import CONTEXT_INPUTS, SCALAR_CONTEXT
 from optforge.dsl.ir import (
     INPUTS,
+    RESERVED,
     SCALAR_INPUTS,
     Program,
     Stmt,
@@ -27,8 +29,14 @@ from optforge.dsl.ir import (
     validate,
 )
 from optforge.dsl.ops import OPS, OpKind
+from optforge.dsl.slots import SlotShape
 
-ALL_OPS: tuple[str, ...] = tuple(OPS)
+# the per-tensor ops: a program of these runs on one parameter without a StepContext
+ALL_OPS: tuple[str, ...] = tuple(n for n, op in OPS.items()
+                                 if op.kind not in (OpKind.GLOBAL, OpKind.GRADIENT))
+# the whole-model ops (`dsl.model_ops`) and grad_at: a program of these needs a group
+GROUP_OPS: tuple[str, ...] = tuple(n for n, op in OPS.items()
+                                   if op.kind in (OpKind.GLOBAL, OpKind.GRADIENT))
 ELEMENTWISE_OPS: tuple[str, ...] = tuple(n for n, op in OPS.items()
                                          if op.kind is OpKind.ELEMENTWISE)
 REDUCTION_OPS: tuple[str, ...] = tuple(n for n, op in OPS.items() if op.kind is OpKind.REDUCTION)
@@ -57,7 +65,7 @@ def usable_name(name: str) -> bool:
     """Whether `name` may name a rule, state slot, hyperparameter or named variable."""
     return (name.isidentifier() and name.isascii() and len(name) <= 64
             and not keyword.iskeyword(name) and name != "__debug__"
-            and name not in OPS and name not in INPUTS and not is_temp(name))
+            and name not in OPS and name not in RESERVED and not is_temp(name))
 
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
@@ -113,11 +121,15 @@ def programs(draw, *, ops: tuple[str, ...] = ALL_OPS, min_statements: int = 0,
              max_statements: int = 12, max_state: int = 3, max_hyper: int = 3,
              constants: st.SearchStrategy[float] | None = None, const_prob: float = 0.2,
              valid: bool = False, names: st.SearchStrategy[str] | None = None,
-             docs: st.SearchStrategy[str] | None = None, scale_by_lr: bool = True) -> Program:
+             docs: st.SearchStrategy[str] | None = None, scale_by_lr: bool = True,
+             context: bool = False, slot_shapes: bool = False) -> Program:
     """A random program over `ops` (see module doc). `const_prob` is the chance that an
     argument is a constant. With `valid`, `dsl.check(p).ok` holds: matrix ops read tensors,
     and a step that does not depend on `g` is combined with `g`. With `scale_by_lr`
-    (and `valid`), the step is sometimes multiplied by `lr`, as real rules do."""
+    (and `valid`), the step is sometimes multiplied by `lr`, as real rules do. With
+    `context`, the body may read the context inputs (`loss`, `hess`, `rows`, ...); with
+    `slot_shapes`, state slots get random storage annotations (the checker may refuse
+    them: for the printer and the parser)."""
     constants = constants if constants is not None else nice_constants()
     names = names if names is not None else identifiers()
     taken: set[str] = set()
@@ -137,6 +149,9 @@ def programs(draw, *, ops: tuple[str, ...] = ALL_OPS, min_statements: int = 0,
     # Abstract values, as the checker sees them: is it a tensor, which inputs does it read.
     tensor: dict[str, bool] = {n: n not in SCALAR_INPUTS for n in INPUTS}
     deps: dict[str, frozenset[str]] = {n: frozenset((n,)) for n in INPUTS}
+    if context:
+        for n in CONTEXT_INPUTS:
+            tensor[n], deps[n] = n not in SCALAR_CONTEXT, frozenset((n,))
     for s in state:
         tensor[s], deps[s] = True, frozenset((s,))
     for h, _ in hyper:
@@ -192,7 +207,12 @@ def programs(draw, *, ops: tuple[str, ...] = ALL_OPS, min_statements: int = 0,
             step = body[-1].target
     updates = tuple(s if draw(st.integers(0, 3)) == 0 else value() for s in state)
     doc = draw(docs) if docs is not None else ""
-    p = Program(rule_name, state, hyper, tuple(body), (step,) + updates, doc)
+    shapes: tuple = ()
+    if slot_shapes:
+        kinds = st.sampled_from(tuple(SlotShape))
+        shapes = tuple((s, k) for s in state if (k := draw(kinds)) is not SlotShape.FULL)
+    p = Program(rule_name, state, hyper, tuple(body), (step,) + updates, doc,
+                slot_shapes=shapes)
     validate(p)
     return p
 

@@ -18,18 +18,21 @@ import math
 import pytest
 import sympy
 import torch
-from optforge import dsl
 from optforge.dsl import kernel, ops, printer
 from optforge.dsl.checker import complexity
+from optforge.dsl.context import StepContext
 from optforge.dsl.ir import Program, Stmt
 from optforge.dsl.kernel import compile_kernel
 from optforge.dsl.latex import latex_expr, to_latex
+from optforge.dsl.needs import needs
 from optforge.dsl.ops import INFIX, OPS, SYNTAX, OpKind, UnknownOpError
 from optforge.dsl.parse_syntax import _OPERATOR_TEXT
 from optforge.dsl.printer import Node, format_program
 from optforge.dsl.simplify_sympy import _cost, _from_sympy, _to_sympy
 from optforge.dsl.sympy_forms import ARITHMETIC, OPAQUE, forms, sympy_form
 from optforge.search import mutations
+
+from optforge import dsl
 
 
 def _rule(name: str, arity: int) -> str:
@@ -45,8 +48,13 @@ def _run_both(p: Program) -> None:
     w = torch.randn(3, 4, 3, generator=gen, dtype=torch.float64)
     g = torch.randn(3, 4, 3, generator=gen, dtype=torch.float64)
     lr = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
-    ref, _ = dsl.run_step(p, w, g, lr, 2, (), lead=1)
-    got, _ = compile_kernel(p)(w, g, lr, 2, ())
+    ctx = None
+    if needs(p):  # grad_at: a gradient at the perturbed point of a quadratic
+        ctx = StepContext(grad_at=lambda es: [2.0 * (w + e) for e in es])
+    ref, _ = dsl.run_step(p, w, g, lr, 2, (), lead=1, context=ctx)
+    kernel_fn = compile_kernel(p)
+    got, _ = kernel_fn(w, g, lr, 2, ()) if ctx is None else \
+        kernel_fn(w, g, lr, 2, (), context=ctx)
     assert torch.equal(torch.nan_to_num(ref, 7.0), torch.nan_to_num(got, 7.0))
 
 
@@ -57,7 +65,6 @@ def test_every_op_goes_through_every_backend(name):
     op = OPS[name]
     p = dsl.parse(_rule(name, op.arity))
     assert p.body[0].op == name
-    _run_both(p)  # interpreter and kernel
     assert dsl.parse(format_program(p)) == p  # printer and parser
     assert complexity(p) >= op.cost  # checker
     assert "\\begin{aligned}" in to_latex(p)
@@ -70,6 +77,7 @@ def test_every_op_goes_through_every_backend(name):
     assert _to_sympy(back, dict(symbols)) == form
     # mutations can draw it (change_op, insert)
     assert name in mutations._BY_ARITY[op.arity] and name in mutations._ALL_OPS
+    _run_both(p)  # interpreter and kernel
 
 
 @pytest.mark.parametrize("name", sorted(OPS))

@@ -22,6 +22,18 @@ def test_every_op_is_complete_in_every_column(name):
     # the sympy form builds an expression over `arity` symbols
     symbols = sympy.symbols(f"x0:{op.arity}", real=True)
     assert isinstance(op.sympy_fn(*symbols), sympy.Basic)
+    if op.kind is OpKind.GLOBAL:  # over a group of two tensors: a scalar (one per replica)
+        ws = [torch.rand(4, 3, dtype=torch.float64), torch.rand(5, dtype=torch.float64)]
+        assert op.torch_fn(0, ws, ws).shape == ()
+        wb = [torch.rand(2, 4, 3, dtype=torch.float64), torch.rand(2, 5, dtype=torch.float64)]
+        assert op.torch_fn(1, wb, wb).shape == (2,)
+        return
+    if op.kind is OpKind.GRADIENT:  # the caller's gradient, once for the group
+        calls = []
+        ws = [torch.rand(4, 3, dtype=torch.float64), torch.rand(5, dtype=torch.float64)]
+        out = op.torch_fn(0, ws, ws, lambda es: calls.append(es) or [2 * e for e in es])
+        assert len(calls) == 1 and [o.shape for o in out] == [(4, 3), (5,)]
+        return
     # the torch form runs on a 2-D tensor, single and batched, and keeps the shape
     x = [torch.rand(4, 3, dtype=torch.float64) + 0.5 for _ in range(op.arity)]
     assert op.torch_fn(0, *x).shape == (4, 3)

@@ -29,6 +29,7 @@ from .strategies import (
     ARITHMETIC_OPS,
     ELEMENTWISE_OPS,
     FINITE_OPS,
+    GROUP_OPS,
     MATRIX_OPS,
     REDUCTION_OPS,
     any_constants,
@@ -123,6 +124,15 @@ def test_parse_inverts_format_on_random_programs(p):
     text = dsl.format_program(p)
     q = dsl.parse(text)
     assert q == p, text
+    assert dsl.format_program(q) == text
+
+
+@CHEAP
+@given(programs(ops=ALL_OPS + GROUP_OPS, context=True, slot_shapes=True))
+def test_parse_inverts_format_with_context_inputs_group_ops_and_slot_shapes(p):
+    text = dsl.format_program(p)
+    q = dsl.parse(text)
+    assert q == p and q.slot_shapes == p.slot_shapes, text
     assert dsl.format_program(q) == text
 
 
