@@ -10,6 +10,14 @@
   (a matrix and a vector parameter on a noisy quadratic) and the trajectory, rounded to 6
   significant digits, is hashed; two rules with equal fingerprints behave the same on the
   probes, as in AutoML-Zero's functional-equivalence cache.
+
+The context inputs (`loss`, `hess`, `rows`, ...) are leaves like `w` and `g`; whole-model ops
+and `grad_at` are ops like the others (their digests hash their arguments). The factored
+storage of state slots (`Program.slot_shapes`) is part of the structural hash (a rule that
+keeps less memory is another rule) but not of the canonical hash or the fingerprint (it
+never changes what a rule computes). A rule that reads the loss, the curvature or the
+gradient elsewhere, or calls a whole-model op, runs on the two probes as one group, with the
+probe problem's exact loss, Hessian diagonal and gradients (`probe_context`).
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ import hashlib
 import torch
 
 from .checker import live_states
-from .interpreter import init_state, run_step
+from .context import CONTEXT_INPUTS, StepContext
+from .interpreter import init_state, run_group_step, run_step
 from .ir import INPUTS, Arg, Program
-from .ops import fold_constant
+from .needs import needs
+from .ops import OPS, OpKind, fold_constant
 from .rewrites import commutative_ops, interp_weight_complement
 
 __all__ = ["canonical_hash", "fingerprint", "probe_trajectory", "structural_hash"]
@@ -40,7 +50,7 @@ def _const(value: float) -> bytes:
 
 
 def _leaves(p: Program, states: tuple[str, ...]) -> dict[str, bytes]:
-    leaves = {name: b"in:" + name.encode() for name in INPUTS}
+    leaves = {name: b"in:" + name.encode() for name in INPUTS + CONTEXT_INPUTS}
     for k, s in enumerate(states):
         leaves[s] = b"s%d" % k
     for j, (h, default) in enumerate(p.hyperparams):
@@ -56,7 +66,10 @@ def structural_hash(p: Program) -> str:
 
     for s in p.body:
         values[s.target] = _digest(s.op.encode(), *(arg(a) for a in s.args))
-    return _digest(b"returns", *(arg(a) for a in p.returns)).hex()
+    # the storage of factored slots, by slot position (a rule without any hashes as before)
+    storage = [b"slots"] + [b"s%d:" % p.state.index(slot) + shape.value.encode()
+                            for slot, shape in p.slot_shapes] if p.slot_shapes else []
+    return _digest(b"returns", *(arg(a) for a in p.returns), *storage).hex()
 
 
 def _canonical_const(value: float) -> bytes:
@@ -141,9 +154,49 @@ def _probe_problem(shape: tuple[int, ...], seed: int):
 _PROBES = tuple(_probe_problem(shape, seed) for seed, shape in enumerate(PROBE_SHAPES))
 
 
+def _reads_the_group(p: Program) -> bool:
+    """Whether `p` reads more than one parameter's own values: a whole-model op, grad_at,
+    the loss or the curvature (the shape scalars are each parameter's own)."""
+    return bool(needs(p) & {"loss", "hess", "grad_at"}) or any(
+        s.op in OPS and OPS[s.op].kind is OpKind.GLOBAL for s in p.body)
+
+
+def probe_context(ws, curvatures, noises) -> StepContext:
+    """The context of a step on the noisy quadratic ``f(w) = sum(curvature * w ** 2 / 2 +
+    noise * w)`` over the group `ws`: its value, its exact Hessian diagonal (which a
+    Hutchinson estimate with ±1 vectors gives exactly on a diagonal quadratic) and its
+    gradient at ``w + e``."""
+    loss = sum((0.5 * c * w * w + n * w).sum() for w, c, n in zip(ws, curvatures, noises))
+    return StepContext(
+        loss=loss, hess=list(curvatures),
+        grad_at=lambda es: [c * (w + e) + n for w, c, n, e in zip(ws, curvatures, noises, es)])
+
+
+def _group_trajectory(p: Program, steps: int) -> list[torch.Tensor]:
+    """`probe_trajectory` of a rule that reads the group: both probes as one group."""
+    ws = [w for w, _, _ in _PROBES]
+    curvatures = [c for _, c, _ in _PROBES]
+    states = [init_state(p, w) for w in ws]
+    per_probe: list[list[torch.Tensor]] = [[] for _ in ws]
+    for t in range(1, steps + 1):
+        noises = [noise[(t - 1) % len(noise)] for _, _, noise in _PROBES]
+        gs = [c * w + n for w, c, n in zip(ws, curvatures, noises)]
+        context = probe_context(ws, curvatures, noises)
+        stepped, states = run_group_step(p, ws, gs, PROBE_LR, t, states, context=context)
+        ws = [w - step for w, step in zip(ws, stepped)]
+        for out, w in zip(per_probe, ws):
+            out.append(w)
+    return [w for out in per_probe for w in out]
+
+
 def probe_trajectory(p: Program, steps: int = PROBE_STEPS) -> list[torch.Tensor]:
     """The parameters after each step of `p` (hyperparameters at their defaults, learning
-    rate `PROBE_LR`) on each fixed probe: a noisy quadratic ``g = curvature * w + noise``."""
+    rate `PROBE_LR`) on each fixed probe: a noisy quadratic ``g = curvature * w + noise``;
+    probe by probe, each step's parameters in turn. A rule that reads the group (see the
+    module doc) runs on both probes as one group."""
+    if _reads_the_group(p):
+        with torch.no_grad():
+            return _group_trajectory(p, steps)
     out = []
     with torch.no_grad():
         for w, curvature, noise in _PROBES:
