@@ -39,13 +39,14 @@ def init_state(p: Program, w: torch.Tensor, lead: int = 0) -> tuple[torch.Tensor
                  else slots.zeros(p.slot_shape(s), w, lead) for s in p.state)
 
 
-def _check_context(p: Program, context: StepContext | None, n: int) -> None:
-    """Raise `MissingContextError` for the first input `p` reads that `context` lacks."""
-    for name in sorted(needs(p) - set(SHAPE_INPUTS)):
+def _check_context(p: Program, read: frozenset[str], context: StepContext | None,
+                   n: int) -> None:
+    """Raise `MissingContextError` for the first input `p` reads (`read`) that `context`
+    lacks."""
+    for name in sorted(read - set(SHAPE_INPUTS)):
         if context is None or getattr(context, name) is None:
             raise MissingContextError(p.name, name)
-    if context is not None and context.hess is not None and "hess" in needs(p) \
-            and len(context.hess) != n:
+    if "hess" in read and len(context.hess) != n:
         raise ValueError(f"{p.name}: context.hess holds {len(context.hess)} tensors for a "
                          f"group of {n} parameters")
 
@@ -103,8 +104,8 @@ def run_group_step(p: Program, ws: Sequence[torch.Tensor], gs: Sequence[torch.Te
     unknown = set(hyper) - set(p.hyper_defaults)
     if unknown:
         raise ValueError(f"{p.name} has no hyperparameter {sorted(unknown)[0]!r}")
-    _check_context(p, context, len(ws))
     read = needs(p)
+    _check_context(p, read, context, len(ws))
     group = [_Param(w, lead) for w in ws]
     for i, (param, w, g, state) in enumerate(zip(group, ws, gs, states)):
         env = param.env

@@ -22,7 +22,11 @@ __all__ = ["to_latex", "latex_expr"]
 
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "kappa",
           "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega"}
-_SPECIAL = {"lr": "\\eta", "eps": "\\epsilon", "weight_decay": "\\lambda"}
+_SPECIAL = {"lr": "\\eta", "eps": "\\epsilon", "weight_decay": "\\lambda",
+            # the context inputs (dsl.context): the loss, the Hessian diagonal's estimate,
+            # the matrix view's rows and columns and the number of entries
+            "loss": "\\mathcal{L}", "hess": "\\hat{H}", "rows": "n_{r}", "cols": "n_{c}",
+            "numel": "n"}
 # Delimiters a template may enclose an argument in; an enclosed argument is printed bare.
 _OPENING = ("{", "(", "\\left", "\\lVert", "\\langle")
 _CLOSING = ("}", ")", "\\right", "\\rVert", "\\rangle")

@@ -45,7 +45,9 @@ import re
 from dataclasses import dataclass
 
 from .checker import live_statements
+from .context import SHAPE_INPUTS
 from .ir import Program
+from .ops import OPS, OpKind
 
 __all__ = ["CONVENTIONAL", "NEUTRAL_PREFIX", "ExportNames", "export_names", "is_conventional",
            "role_problem", "unused_hyperparameters"]
@@ -84,8 +86,10 @@ class _Graph:
         current: dict[str, _Node] = {}
         for name in ("w", "g"):
             current[name] = _Node(-1, "input", (), name, False)
-        for name in ("lr", "t"):
+        for name in ("lr", "t") + SHAPE_INPUTS:  # the shape scalars are fixed numbers
             current[name] = _Node(-1, "input", (), name, True)
+        for name in ("loss", "hess"):  # data, as g is
+            current[name] = _Node(-1, "input", (), name, False)
         for name, _ in p.hyperparams:
             current[name] = _Node(-1, "hyper", (), name, True)
         self.state_inputs = {s: _Node(-1, "state", (), s, False) for s in p.state}
@@ -96,7 +100,8 @@ class _Graph:
             if i not in live:
                 continue
             args = tuple(current[a] if isinstance(a, str) else float(a) for a in s.args)
-            scalar = all(not isinstance(a, _Node) or a.scalar for a in args)
+            scalar = all(not isinstance(a, _Node) or a.scalar for a in args) and (
+                OPS[s.op].kind is not OpKind.GRADIENT)
             node = _Node(i, s.op, args, s.target, scalar)
             self.nodes.append(node)
             current[s.target] = node
@@ -144,6 +149,8 @@ class _Graph:
         if key not in self._depends:
             if node.index < 0:
                 self._depends[key] = node.target == name and node.op in ("input", "state")
+            elif name == "g" and OPS[node.op].kind is OpKind.GRADIENT:
+                self._depends[key] = True  # grad_at(e) is a gradient
             else:
                 self._depends[key] = any(self.depends_on(a, name) for a in node.args)
         return self._depends[key]

@@ -7,7 +7,11 @@
      never written (always zero) become the constant 0;
   4. `simplify_algebra`: variables read once are inlined into their reader, and each
      expression is rewritten through sympy (real symbols) where that makes it cheaper, e.g.
-     ``c / sqrt(c * c) -> sign(c)``, ``u + 0 * x -> u``.
+     ``c / sqrt(c * c) -> sign(c)``, ``u + 0 * x -> u``. The context inputs are symbols
+     too (`rows`, `cols`, `numel` positive integers); whole-model ops and `grad_at` stay
+     on their own lines (never inlined, so never duplicated or reordered).
+The storage of state slots is kept (a dropped slot's with it); a result that the checker
+refuses (a factored slot whose value now varies along a dropped axis) is not taken.
 The algebraic step is accepted only when it lowers (complexity, statements) and the result
 behaves the same on the fingerprint probes, so a sympy identity that fails at the edges of
 the domain (``x / x = 1`` at 0) never slips through.
@@ -47,7 +51,7 @@ import torch
 from .checker import check, complexity, live_statements, live_states, unchanged_states
 from .hashing import probe_trajectory
 from .ir import Arg, Program, Stmt, renumber_temps, temp_name
-from .ops import fold_constant
+from .ops import OPS, OpKind, fold_constant
 from .printer import Expr, Node, statement_count
 from .simplify_bounds import (
     MAX_EXPANDED_TERMS,
@@ -59,6 +63,7 @@ from .simplify_bounds import (
     expanded_terms,
 )
 from .simplify_sympy import simplest
+from .sympy_forms import context_symbols
 
 __all__ = ["MAX_EXPANDED_TERMS", "MAX_POWER", "SIMPLIFY_CPU_SECONDS", "SYMPY_SIMPLIFY_MAX_NODES",
            "Simplification", "algebra_bound", "eliminate_dead_code", "eliminate_dead_state",
@@ -170,7 +175,8 @@ def eliminate_dead_state(p: Program) -> Program:
     keep = [k for k, s in enumerate(p.state) if s not in drop]
     returns = tuple(zeros.get(a, a) if isinstance(a, str) else a for a in p.returns)
     q = replace(p, state=tuple(p.state[k] for k in keep), body=body, origin=None,
-                returns=(returns[0],) + tuple(returns[1 + k] for k in keep))
+                returns=(returns[0],) + tuple(returns[1 + k] for k in keep),
+                slot_shapes=tuple((s, k) for s, k in p.slot_shapes if s not in drop))
     return eliminate_dead_code(renumber_temps(q))
 
 
@@ -190,7 +196,7 @@ def simplify_algebra(p: Program) -> Program:
 
 def _algebra(p: Program) -> Program:
     lines, returns = _inline_single_use(p, *_to_lines(p))
-    symbols: dict = {}
+    symbols: dict = context_symbols()
     lines = [(target, simplest(tree, symbols)) for target, tree in lines]
     returns = [simplest(tree, symbols) for tree in returns]
     built = _from_lines(p, lines, returns)
@@ -209,7 +215,7 @@ def _inline_single_use(p: Program, lines: list[Line], returns: list[Expr]):
     i = 0
     while i < len(lines):
         target, tree = lines[i]
-        if target in states:
+        if target in states or _group_level(tree):
             i += 1
             continue
         reader = _single_reader(lines, returns, i)
@@ -228,6 +234,13 @@ def _inline_single_use(p: Program, lines: list[Line], returns: list[Expr]):
             lines[j] = (lines[j][0], _substitute(lines[j][1], target, tree))
         del lines[i]
     return lines, returns
+
+
+def _group_level(tree: Expr) -> bool:
+    """A whole-model op or grad_at: kept on its own line, where it was (sympy sees its
+    value as a symbol), so that the simplifier never duplicates one nor moves a grad_at
+    call past another."""
+    return isinstance(tree, Node) and OPS[tree.op].kind in (OpKind.GLOBAL, OpKind.GRADIENT)
 
 
 def _single_reader(lines: list[Line], returns: list[Expr], i: int) -> int | None:

@@ -26,9 +26,11 @@ from enum import Enum
 
 import sympy
 
+from .context import SHAPE_INPUTS
 from .ops import OPS, Op, OpKind, op_for
 
-__all__ = ["ARITHMETIC", "OPAQUE", "Shape", "SympyForms", "forms", "sympy_form"]
+__all__ = ["ARITHMETIC", "OPAQUE", "Shape", "SympyForms", "context_symbols", "forms",
+           "sympy_form"]
 
 # Kept whole: expanding interp's (1 - a) * x + a * y never shortens a rule.
 OPAQUE = frozenset({"interp"})
@@ -41,6 +43,14 @@ def sympy_form(name: str) -> Callable[..., sympy.Expr]:
     """The sympy function the simplifier applies for op `name`."""
     op = op_for(name, "simplifier")
     return sympy.Function(name) if name in OPAQUE else op.sympy_fn
+
+
+def context_symbols() -> dict[str, sympy.Symbol]:
+    """The context inputs (`dsl.context`) as sympy symbols, by name: the loss and the
+    curvature real, the shape scalars positive integers."""
+    symbols = {name: sympy.Symbol(name, positive=True, integer=True) for name in SHAPE_INPUTS}
+    symbols.update({name: sympy.Symbol(name, real=True) for name in ("loss", "hess")})
+    return symbols
 
 
 class Shape(str, Enum):

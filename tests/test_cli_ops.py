@@ -50,7 +50,7 @@ def test_ops_json_is_the_table_for_machines(capsys):
         assert [p["name"] for p in r["params"]] == list(op.params)
         assert r["kind"] == op.kind.value
         assert r["doc"] == op.doc and r["domain"] == op.domain and r["cost"] == op.cost
-        needs_tensor = op.kind is OpKind.MATRIX
+        needs_tensor = op.kind in (OpKind.MATRIX, OpKind.GRADIENT)
         assert {p["kind"] for p in r["params"]} == {"tensor" if needs_tensor
                                                     else "tensor or scalar"}
     by_name = {r["name"]: r for r in records}

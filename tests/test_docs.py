@@ -141,6 +141,26 @@ def test_the_python_example_runs(tmp_path):
     assert (tmp_path / "clipped_adam.py").exists()
 
 
+def test_the_factored_slot_error_prints_what_the_page_shows(tmp_path, monkeypatch, capsys):
+    (source,) = blocks(LANGUAGE, "rule-with-slot-error")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "too_small.rule").write_text(source)
+    assert main(["check", "too_small.rule"]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == console(LANGUAGE, "optforge check too_small.rule")
+
+
+def test_the_group_example_runs(tmp_path):
+    (code,) = blocks(LANGUAGE, "python-group")
+    for source in blocks(LANGUAGE, "rule"):
+        (tmp_path / f"{dsl.parse(source).name}.rule").write_text(source)
+    code += "\nassert [s[0].shape for s in states] == [(4, 1), (5,)]\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "['grad_at'] 2\n"
+
+
 # ---- docs/scores.md and README ----------------------------------------------------------------
 
 def test_scores_page_states_the_scoring_modules_units():

@@ -6,9 +6,11 @@ and `doc` columns. `--json` prints one array of objects with the same facts plus
 cost (its weight in a rule's complexity), its infix symbol and its behaviour on its whole
 domain.
 
-The kind of an op's argument follows from the op's kind: a matrix op needs a tensor (the
-checker refuses a scalar there), every other op takes a scalar or a tensor. Every op's result
-has its tensor argument's shape: reductions and matrix ops broadcast back (`dsl.ops`).
+The kind of an op's argument follows from the op's kind: a matrix op and `grad_at` need a
+tensor (the checker refuses a scalar there), every other op takes a scalar or a tensor. Every
+per-tensor op's result has its tensor argument's shape: reductions and matrix ops broadcast
+back (`dsl.ops`); a whole-model op (kind "global") gives a scalar, one value for the whole
+group of parameters, and `grad_at` a tensor of the parameter's shape.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ if TYPE_CHECKING:  # the op table imports torch: loaded when `ops` runs, not at 
 
 _ARITY_NAMES = {1: "unary", 2: "binary", 3: "ternary"}
 _NOTES = ("Reductions and matrix ops return a value of their input's shape (broadcast back).",
-          "Matrix ops need a tensor argument; the other ops take tensors or scalars.")
+          "Global ops reduce over every parameter of the group: one scalar for all of them.",
+          "Matrix ops and grad_at need a tensor argument; the other ops take tensors or "
+          "scalars.",
+          "A rule also reads loss, hess, rows, cols and numel (docs/language.md).")
 
 
 def register(sub) -> None:
@@ -38,7 +43,7 @@ def argument_kind(op: Op) -> str:
     """What each argument of `op` may be: "tensor", or "tensor or scalar"."""
     from optforge.dsl.ops import OpKind
 
-    return "tensor" if op.kind is OpKind.MATRIX else "tensor or scalar"
+    return "tensor" if op.kind in (OpKind.MATRIX, OpKind.GRADIENT) else "tensor or scalar"
 
 
 def kind_text(op: Op) -> str:

@@ -174,7 +174,8 @@ def programs(draw, *, ops: tuple[str, ...] = ALL_OPS, min_statements: int = 0,
     n_statements = draw(st.integers(min_statements, max_statements))
     for i in range(n_statements):
         op = OPS[draw(st.sampled_from(ops))]
-        args = tuple(argument(k == 0 and op.kind is OpKind.MATRIX) for k in range(op.arity))
+        args = tuple(argument(k == 0 and op.kind in (OpKind.MATRIX, OpKind.GRADIENT))
+                     for k in range(op.arity))
         choice = draw(st.integers(0, 5))
         if choice == 4:
             target = fresh()
@@ -184,8 +185,12 @@ def programs(draw, *, ops: tuple[str, ...] = ALL_OPS, min_statements: int = 0,
         else:
             target = temp_name(i)
         body.append(Stmt(target, op.name, args))
-        tensor[target] = any(isinstance(a, str) and tensor[a] for a in args)
+        # a whole-model op gives a scalar; grad_at a gradient (a tensor that depends on g)
+        tensor[target] = op.kind is OpKind.GRADIENT or (
+            op.kind is not OpKind.GLOBAL and any(isinstance(a, str) and tensor[a] for a in args))
         deps[target] = frozenset().union(*(deps[a] for a in args if isinstance(a, str)))
+        if op.kind is OpKind.GRADIENT:
+            deps[target] |= {"g"}
         if target not in defined:
             defined.append(target)
 

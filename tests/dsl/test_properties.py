@@ -488,3 +488,18 @@ def test_simplify_keeps_the_fingerprint(p):
     assume(q != p)
     assert dsl.fingerprint(q) == dsl.fingerprint(p), (dsl.format_program(p),
                                                       dsl.format_program(q))
+
+
+@SLOW
+@given(programs(ops=ELEMENTWISE_OPS + REDUCTION_OPS + GROUP_OPS * 3, max_statements=7,
+                valid=True, context=True))
+def test_simplify_keeps_the_fingerprint_of_rules_that_read_the_group(p):
+    q = dsl.simplify(p)
+    assert dsl.check(q).ok
+    assume(q != p)
+    assert dsl.fingerprint(q) == dsl.fingerprint(p), (dsl.format_program(p),
+                                                      dsl.format_program(q))
+    # group-level ops are never duplicated, and grad_at calls keep their order
+    for kind in (dsl.OpKind.GLOBAL, dsl.OpKind.GRADIENT):
+        assert sum(dsl.OPS[s.op].kind is kind for s in q.body) <= \
+            sum(dsl.OPS[s.op].kind is kind for s in p.body)

@@ -1,0 +1,85 @@
+"""The simplifier, LaTeX and roles on the language's reach (#16): context inputs as sympy
+symbols, whole-model ops and grad_at kept where they are, factored storage kept."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from optforge.dsl import simplifier
+from optforge.dsl.ir import Stmt
+from optforge.dsl.latex import to_latex
+from optforge.dsl.roles import role_problem
+from optforge.dsl.slots import SlotShape
+
+from optforge import dsl
+
+
+def test_simplify_keeps_slot_storage_and_drops_a_dropped_slots():
+    p = dsl.parse("def r(w, g, lr, t, vr: row, junk: scalar, m, beta=0.9):\n"
+                  "    vr = interp(row_mean(g * g), vr, beta)\n"
+                  "    junk = interp(mean(g), junk, beta)\n"
+                  "    m = interp(g, m, beta)\n"
+                  "    return lr * m * rsqrt(vr + 1e-8) * (1.0 + 0.0 * g), vr, junk, m\n")
+    q = dsl.simplify(p)
+    assert q.state == ("vr", "m") and q.slot_shapes == (("vr", SlotShape.ROW),)
+    assert dsl.fingerprint(q) == dsl.fingerprint(p)
+    assert dsl.parse(dsl.format_program(q)) == q
+
+
+def test_context_inputs_are_symbols_with_their_assumptions():
+    p = dsl.parse("def r(w, g, lr, t):\n"
+                  "    return lr * g * sqrt(rows * rows) / rows + 0.0 * loss * numel\n")
+    q = dsl.simplify(p)
+    assert dsl.format_program(q).endswith("return g * lr\n"), dsl.format_program(q)
+
+
+def test_group_level_ops_are_never_duplicated_nor_reordered():
+    p = dsl.parse("def sam(w, g, lr, t, rho=0.05):\n"
+                  "    n = global_norm(g)\n"
+                  "    a = grad_at(rho * g / n)\n"
+                  "    b = grad_at(-rho * g / n)\n"
+                  "    return lr * (a - b) * (1.0 + n) + 0.0 * global_sum(g), \n")
+    q = dsl.simplify(p)
+    ops = [s.op for s in q.body if s.op in ("grad_at", "global_norm", "global_sum")]
+    assert ops == ["global_norm", "grad_at", "grad_at"], dsl.format_program(q)
+    first = next(s for s in q.body if s.op == "grad_at")
+    assert dsl.fingerprint(q) == dsl.fingerprint(p)
+    # the first call still perturbs by +rho * g / n
+    assert "neg" not in {s.op for s in q.body[:q.body.index(first)]}
+
+
+def test_a_simplification_that_breaks_a_factored_slot_is_not_taken(monkeypatch):
+    p = dsl.parse("def r(w, g, lr, t, vr: row):\n"
+                  "    vr = row_mean(g * g) + vr\n"
+                  "    return lr * g * rsqrt(vr + 1.0) * (2.0 - 1.0), vr\n")
+
+    def broken(q):  # a rewrite that computes vr as a full tensor
+        body = tuple(Stmt(s.target, "mul", (s.args[0], 1.0)) if s.op == "row_mean" else s
+                     for s in q.body)
+        return replace(q, body=body)
+
+    assert dsl.check(p).ok and not dsl.check(broken(p)).ok
+    monkeypatch.setattr(simplifier, "_algebra", broken)
+    q = dsl.simplify(p)
+    assert dsl.check(q).ok and q.slot_shapes == p.slot_shapes
+
+
+def test_latex_names_the_context_inputs():
+    p = dsl.parse("def r(w, g, lr, t):\n"
+                  "    return lr * g * loss * hess * rows / cols / numel\n")
+    text = to_latex(p)
+    for piece in ("\\mathcal{L}", "\\hat{H}", "n_{r}", "n_{c}", "{n}"):
+        assert piece in text, text
+
+
+def test_roles_see_data_inputs_as_tensors_and_shape_scalars_as_numbers():
+    decayed = dsl.parse("def r(w, g, lr, t, weight_decay=0.01):\n"
+                        "    return lr * (g + weight_decay * numel * w), \n")
+    assert role_problem(decayed, "weight_decay") is None
+    guarded = dsl.parse("def r(w, g, lr, t, eps=1e-8):\n"
+                        "    return lr * g / (hess + eps), \n")
+    assert role_problem(guarded, "eps") is None
+    averaged = dsl.parse("def r(w, g, lr, t, m, beta1=0.9):\n"
+                         "    m = interp(grad_at(0.0 * w), m, beta1)\n"
+                         "    return lr * m, m\n")
+    assert role_problem(averaged, "beta1") is None
