@@ -151,3 +151,22 @@ def test_a_checkpoint_from_before_charging_resumes_charged_by_count():
     assert c.spent == 5.0 and c.units == {}
     assert Counters.from_json(c.to_json()).spent == 5.0
     assert not math.isnan(c.spent)
+
+
+def test_show_states_a_rules_known_cost(tmp_path, capsys):
+    from optforge.search.cli import main
+    from optforge.store import Store
+
+    db = f"sqlite:///{tmp_path / 'cost.db'}"
+    with Store(db) as store:
+        sam = store.add_program(dsl.parse(
+            "def sam(w, g, lr, t):\n"
+            "    return lr * grad_at(0.05 * g / (global_norm(g) + 1e-12))\n"))
+        plain = store.add_program(dsl.parse("def sgd(w, g, lr, t):\n    return lr * g\n"))
+    assert main(["show", str(sam.id), "--db", db]) == 0
+    assert "cost: 2 passes of the model a step (reads grad_at)" in capsys.readouterr().out
+    assert main(["show", str(plain.id), "--db", db]) == 0
+    assert "cost: 1 pass of the model a step\n" in capsys.readouterr().out
+    assert main(["show", str(sam.id), "--db", db, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"passes_per_step": 2' in out and '"grad_at"' in out
