@@ -12,6 +12,12 @@ where EXPR is built from names, numbers, `+ - * / **`, unary minus and calls of 
 `dsl.ops.OPS`. Nested expressions become temporaries (see `dsl.ir`). Everything else Python
 has is refused with a positioned error; the parser raises only `RuleError`.
 
+A STATE parameter may be annotated with its storage, ``r: row``, ``c: col``, ``s: scalar``
+(or ``m: full``, the default, which is not stored in `Program.slot_shapes`; see
+`dsl.slots`). The context inputs (`dsl.context.CONTEXT_INPUTS`: loss, hess, rows, cols,
+numel) are read by name anywhere; like w, g, lr and t they are reserved: no parameter or
+variable may take their names.
+
 Every error, not only the first
 -------------------------------
 The parser goes on after an error, statement by statement, and a `RuleError` holds every

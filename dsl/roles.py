@@ -148,7 +148,9 @@ class _Graph:
         key = (id(node), name)
         if key not in self._depends:
             if node.index < 0:
-                self._depends[key] = node.target == name and node.op in ("input", "state")
+                # the Hessian estimate is gradient information too (AdaHessian's beta2)
+                self._depends[key] = node.op in ("input", "state") and (
+                    node.target == name or (name == "g" and node.target == "hess"))
             elif name == "g" and OPS[node.op].kind is OpKind.GRADIENT:
                 self._depends[key] = True  # grad_at(e) is a gradient
             else:
