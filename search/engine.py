@@ -61,11 +61,11 @@ from .islands import Island, island_of
 from optforge.store.islands import island_name
 from .probes import probe
 from .recorder import Recorder
+from .twins import leaner_twin
 from .stages import STAGE1, Phase, Stage
 from .storage import CampaignStore
 
 __all__ = ["Campaign", "Member", "Child", "Counters", "HURDLE_WINDOW"]
-
 # The phases and what runs them, in order; `Phase.DONE` has nothing left to run.
 _PHASES = ((Phase.SEEDS, evolve.evaluate_seeds), (Phase.EVOLVE, evolve.evolve),
            (Phase.STAGE2, finalists.stage2), (Phase.SIMPLIFY, finalists.simplify),
@@ -292,7 +292,8 @@ class Campaign:
         if hit is not None:
             kind, member = hit
             c.cache_hits[kind] += 1
-            self.breeding.join(member)
+            self.breeding.join(leaner_twin(self, member, child, parent_id, result.kind)
+                               or member)
             return None
         reason = probe(child)
         if reason is not None:
