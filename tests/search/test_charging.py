@@ -170,3 +170,20 @@ def test_show_states_a_rules_known_cost(tmp_path, capsys):
     assert main(["show", str(sam.id), "--db", db, "--json"]) == 0
     out = capsys.readouterr().out
     assert '"passes_per_step": 2' in out and '"grad_at"' in out
+
+
+def test_the_eta_reads_the_budget_charged_by_time():
+    from optforge.search.eta import RELATIVE_COST, remaining_seconds
+
+    from .test_eta import DEFAULT_LIKE
+
+    c = Counters(phase="evolve", evaluations=6, stage1_evaluations=6, spent=9.0,
+                 screenings=12, training={"small": [6, 12.0], "tiny": [12, 2.4]})
+    s1, screen = 2.0, 0.2
+    s2, val = 2.0 * RELATIVE_COST["medium"], 2.0 * RELATIVE_COST["validation"]
+    # 9 of the stage-1 budget of 10 spent at 1.5 an evaluation: 2/3 of one is left on
+    # stage 1, and (20 - 10) / 1.5 evaluations after it
+    left1, later = 1 / 1.5, 10 / 1.5
+    expected = (left1 * s1 + left1 * 2 * screen + later * s2 + val) / 2
+    timed = replace(DEFAULT_LIKE, search=Search(charge="time"))
+    assert remaining_seconds(c, timed, 2, stage1_budget=10) == pytest.approx(expected)
