@@ -341,7 +341,11 @@ def mutate(parent: Program, rng: np.random.Generator, weights: dict[str, float] 
 def _reason(message: str) -> str:
     if "does not depend on the gradient" in message:
         return "step ignores g"
+    if "grad_at() needs a tensor" in message:
+        return "grad_at of a scalar"
     if "needs a tensor" in message:
         return "matrix op on a scalar"
+    if "is stored as" in message and "varies along" in message:
+        return "factored slot varies"
     return "invalid program"
 

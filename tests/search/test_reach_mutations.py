@@ -213,3 +213,13 @@ def test_with_weight_zero_the_new_ops_are_never_drawn(monkeypatch):
             child = MUTATIONS[kind](lion, rng, Limits())
             assert child is None or not {s.op for s in child.body} & {
                 "global_sum", "global_norm", "grad_at"}
+
+
+def test_rejections_name_the_new_checker_errors():
+    from optforge.search.mutations import _reason
+
+    slot = dsl.parse("def f(w, g, lr, t, m: row):\n    m = interp(g, m, 0.9)\n"
+                     "    return lr * m, m\n")
+    scalar = dsl.parse("def f(w, g, lr, t):\n    return lr * g * grad_at(lr)\n")
+    assert _reason(dsl.check(slot).errors[0].message) == "factored slot varies"
+    assert _reason(dsl.check(scalar).errors[0].message) == "grad_at of a scalar"
