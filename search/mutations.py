@@ -72,6 +72,7 @@ def _draw_op(rng: np.random.Generator, names) -> str | None:
     probs = np.array([w for _, w in weighted], dtype=float)
     return names[int(rng.choice(len(names), p=probs / probs.sum()))]
 
+
 # The constant prior: sign * 10^U(-4, 0.5), plus the values that optimizers use most.
 _COMMON_CONSTANTS = (0.5, 0.9, 0.99, 0.999, 1.0, 2.0, 1e-8, 0.1, 0.01)
 
