@@ -22,9 +22,22 @@ from optforge.evaluators.tasks import SEARCH_SUITES, SUITES
 from .errors import UserError
 from .mutation_defaults import DEFAULT_WEIGHTS, Limits
 
-__all__ = ["CampaignConfig", "Evolution", "Funnel", "Simplify", "Validation", "Islands",
-           "load_config",
+__all__ = ["CampaignConfig", "Search", "Evolution", "Funnel", "Simplify", "Validation",
+           "Islands", "CHARGES", "load_config",
            "default_config", "annotated_default", "config_from_dict"]
+
+
+CHARGES = ("count", "time")
+
+
+@dataclass(frozen=True)
+class Search:
+    """How the budget is spent. `charge`: "count" charges every budgeted evaluation 1;
+    "time" charges its measured training time in units of the first seed's (AdamW's by
+    default) on the same suite (`search.charging`), so that a rule whose step costs two
+    passes of the model (`dsl.needs.passes_per_step`) costs about two evaluations."""
+
+    charge: str = "count"
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class CampaignConfig:
     seed: int = 0
     budget: int = 120
     workers: int = 0
+    search: Search = Search()
     evolution: Evolution = Evolution()
     mutations: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     funnel: Funnel = Funnel()
@@ -193,8 +207,12 @@ def load_config(path: str | Path | None) -> CampaignConfig:
 
 def config_from_dict(data: Mapping[str, Any], where: str) -> CampaignConfig:
     """A configuration from its `to_dict()` form (as stored with a campaign). A campaign
-    stored before screening (validation) existed resumes without it."""
+    stored before screening (validation) existed resumes without it; one stored before a
+    mutation existed, without that mutation (weight 0); one stored before `[search]`
+    charged by count."""
     data = {k: v for k, v in data.items() if v is not None}
+    if isinstance(data.get("mutations"), dict):
+        data["mutations"] = {**{name: 0.0 for name in DEFAULT_WEIGHTS}, **data["mutations"]}
     if isinstance(data.get("funnel"), dict) and "screen" not in data["funnel"]:
         data["funnel"] = {**data["funnel"], "screen": ""}
     if "validation" not in data:
@@ -202,7 +220,7 @@ def config_from_dict(data: Mapping[str, Any], where: str) -> CampaignConfig:
     return _from_mapping(data, where)
 
 
-_SECTIONS = {"evolution": Evolution, "funnel": Funnel, "simplify": Simplify,
+_SECTIONS = {"search": Search, "evolution": Evolution, "funnel": Funnel, "simplify": Simplify,
              "validation": Validation, "islands": Islands}
 _TOP = {"name": (str,), "seeds": (list,), "seed": (int,), "budget": (int,), "workers": (int,)}
 
@@ -293,6 +311,9 @@ def _validated(cfg: CampaignConfig) -> CampaignConfig:
                                            SEARCH_SUITES))
     if cfg.simplify.tolerance < 0:
         problems.append("simplify.tolerance must be >= 0")
+    if cfg.search.charge not in CHARGES:
+        problems.append(f"search.charge must be \"count\" or \"time\", not "
+                        f"{cfg.search.charge!r}")
     if e.strategy not in ("evolution", "random"):
         problems.append("evolution.strategy must be 'evolution' or 'random'")
     if e.population < 2 or not 1 <= e.tournament <= e.population:

@@ -17,6 +17,9 @@ class Counters:
 
     phase: Phase = Phase.SEEDS
     evaluations: int = 0  # full evaluations spent, all stages
+    spent: float = 0.0  # the budget spent: `evaluations` by count, else by time (charging)
+    units: dict = field(default_factory=dict)  # suite -> seconds of one evaluation's worth
+    seed_charges: dict = field(default_factory=dict)  # seed index -> [seconds, known cost]
     stage1_evaluations: int = 0
     children: int = 0  # children drawn (valid or not)
     proposed: int = 0  # valid children that reached the caches
@@ -43,6 +46,8 @@ class Counters:
         d["training"] = {suite: list(v) for suite, v in self.training.items()}
         d["cache_hits"], d["rejections"] = dict(self.cache_hits), dict(self.rejections)
         d["seed_ids"] = list(self.seed_ids)
+        d["units"] = dict(self.units)
+        d["seed_charges"] = {k: list(v) for k, v in self.seed_charges.items()}
         d["recent_screens"] = list(self.recent_screens)
         d["best_score"] = None if self.best_score == -math.inf else self.best_score
         return d
@@ -50,6 +55,8 @@ class Counters:
     @classmethod
     def from_json(cls, d: dict) -> "Counters":
         c = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        if "spent" not in d:  # a checkpoint from before charging: it charged by count
+            c.spent = float(c.evaluations)
         c.best_score = -math.inf if c.best_score is None else c.best_score
         return c
 

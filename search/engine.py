@@ -50,7 +50,7 @@ from optforge.store import Checkpoint, LeaseLost, RankedProgram, leases
 
 from optforge import dsl
 
-from . import evaluation, evolve, finalists
+from . import charging, evaluation, evolve, finalists
 from .breeding import BreedingStrategy, strategy_for
 from .caches import DuplicateCache, InMemoryCache
 from .config import CampaignConfig, config_from_dict
@@ -61,11 +61,11 @@ from .islands import Island, island_of
 from optforge.store.islands import island_name
 from .probes import probe
 from .recorder import Recorder
+from .twins import leaner_twin
 from .stages import STAGE1, Phase, Stage
 from .storage import CampaignStore
 
 __all__ = ["Campaign", "Member", "Child", "Counters", "HURDLE_WINDOW"]
-
 # The phases and what runs them, in order; `Phase.DONE` has nothing left to run.
 _PHASES = ((Phase.SEEDS, evolve.evaluate_seeds), (Phase.EVOLVE, evolve.evolve),
            (Phase.STAGE2, finalists.stage2), (Phase.SIMPLIFY, finalists.simplify),
@@ -106,6 +106,7 @@ class Campaign:
         self.breeding = self._new_breeding(self.config)
         self.caches = self._new_caches()
         self.in_flight: dict[str, int] = {}  # structural hash -> child number, stage 1
+        self.in_flight_cost: dict[str, float] = {}  # its expected charge (`charging`)
         self.screening: dict[str, int] = {}  # the same, screenings on the pool
         self.screened: dict[str, float] = {}  # screening key -> score, replayed on resume
         self.recorder.sequence = None  # of the last checkpoint this state includes
@@ -236,7 +237,8 @@ class Campaign:
         return {"campaign": self.id, "status": status, "phase": c.phase.value,
                 "winner": winner[0].program.id if winner else None,
                 "validation": finalists.validations_json(self),
-                "evaluations": c.evaluations, "children": c.children,
+                "evaluations": c.evaluations, "charge": self.config.search.charge,
+                "spent": c.spent, "children": c.children,
                 "cache_hits": dict(c.cache_hits), "hit_rate": c.hit_rate,
                 "rejections": dict(c.rejections), "best_stage1": c.to_json()["best_score"],
                 "best_program": c.best_program, "restarts": c.restarts,
@@ -251,9 +253,21 @@ class Campaign:
 
     # ---- children -----------------------------------------------------------------------------
     def stage1_open(self) -> bool:
-        """Whether another child may start stage 1 (committed + in flight < stage-1 budget)."""
-        c = self.counters
-        return not self.stop_requested and c.evaluations + len(self.in_flight) < self.stage1_budget
+        """Whether another child may start stage 1: the budget spent and expected in flight
+        (`charging`; by count: committed + in flight) is below the stage-1 budget."""
+        expected = sum(self.in_flight_cost.get(h, 1.0) for h in self.in_flight)
+        return (not self.stop_requested
+                and self.counters.spent + expected < self.stage1_budget)
+
+    def start_stage1(self, child: Child) -> None:
+        """Count `child` in flight on stage 1 at its expected charge."""
+        structural = dsl.structural_hash(child.program)
+        self.in_flight[structural] = child.number
+        self.in_flight_cost[structural] = charging.expected(self, child.program)
+
+    def budget_left(self) -> float:
+        """The budget not spent yet (evaluations' worth)."""
+        return self.config.budget - self.counters.spent
 
     def draw(self) -> Child | None:
         """The next child: bred, checked, looked up in the duplicate caches and probed. None
@@ -278,7 +292,8 @@ class Campaign:
         if hit is not None:
             kind, member = hit
             c.cache_hits[kind] += 1
-            self.breeding.join(member)
+            self.breeding.join(leaner_twin(self, member, child, parent_id, result.kind)
+                               or member)
             return None
         reason = probe(child)
         if reason is not None:
@@ -308,7 +323,9 @@ class Campaign:
         """Count a stage-1 result: the child joins the population and the caches, the best
         and the restart clock move, and all of it is committed with the checkpoint."""
         c = self.counters
-        self.in_flight.pop(dsl.structural_hash(child.program), None)
+        structural = dsl.structural_hash(child.program)
+        self.in_flight.pop(structural, None)
+        self.in_flight_cost.pop(structural, None)
         score = result.score if math.isfinite(result.score) else -math.inf
         # the program row first (idempotent, race-safe), then everything else at once
         record = self.store.add_program(child.program)
@@ -316,6 +333,9 @@ class Campaign:
         self.programs[record.id] = child.program
         c.evaluations += 1
         c.stage1_evaluations += 1
+        c.spent += charging.charge(self, child.program, result, record.id)
+        if c.phase is Phase.SEEDS:
+            charging.note_seed(self, child.number, child.program, result)
         c.account(result.suite, result.wall_time)
         if score > c.best_score:
             c.best_score, c.best_program, c.since_improvement = score, record.id, 0
@@ -340,6 +360,8 @@ class Campaign:
                      parent_id: int | None = None, kind: str | None = None) -> None:
         """Count and commit a budgeted evaluation after stage 1 (stage 2, simplification)."""
         self.counters.evaluations += 1
+        self.counters.spent += charging.charge(self, self.program(program_id), result,
+                                               program_id)
         self.counters.account(result.suite, result.wall_time)
         self.recorder.record(program_id, stage, result, f"stage{int(stage)}/{program_id}",
                              parent=parent_id, mutation=kind,

@@ -49,8 +49,14 @@ def remaining_seconds(counters, config, workers: int, stage1_budget: int) -> flo
     if phase is Phase.DONE or evaluation_cost(training, f.stage1, f.stage1) is None:
         return None if phase is not Phase.DONE else 0.0
     work = 0.0
+    # the budget in evaluations: charged by time (`search.charging`), what is left of it
+    # goes at the mean charge of an evaluation so far
+    by_time = config.search.charge == "time" and counters.evaluations and counters.spent > 0
+    per_evaluation = counters.spent / counters.evaluations if by_time else 1.0
+    spent = counters.spent if by_time else counters.evaluations
     if phase in (Phase.SEEDS, Phase.EVOLVE):
-        stage1_left = max(0, stage1_budget - counters.stage1_evaluations)
+        stage1_left = (max(0.0, stage1_budget - spent) / per_evaluation if by_time else
+                       max(0, stage1_budget - counters.stage1_evaluations))
         work += stage1_left * cost(f.stage1)
         if f.screen and counters.stage1_evaluations:
             work += (stage1_left * counters.screenings / counters.stage1_evaluations
@@ -63,8 +69,8 @@ def remaining_seconds(counters, config, workers: int, stage1_budget: int) -> flo
         later = max(0, f.stage2_max + simplify - after_stage1)
     else:
         later = 0
-    budget_left = config.budget - max(counters.evaluations, stage1_budget
-                                      if phase in (Phase.SEEDS, Phase.EVOLVE) else 0)
+    budget_left = (config.budget - max(spent, stage1_budget if phase in (
+        Phase.SEEDS, Phase.EVOLVE) else 0)) / per_evaluation
     work += min(later, max(0, budget_left)) * cost(f.stage2)
     if config.validation.enabled:
         work += config.validation.candidates * cost(config.validation.suite)

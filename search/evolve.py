@@ -21,7 +21,7 @@ from optforge.evaluators import EvalResult, evaluate_on_suites
 from optforge import dsl
 from optforge import seeds as seed_lib
 
-from . import evaluation
+from . import charging, evaluation
 from .individuals import Child, stored_score
 from .stages import SCREEN, STAGE1, Phase
 
@@ -58,6 +58,7 @@ def evaluate_seeds(campaign: Campaign, pool) -> None:
     for child, result in campaign.evaluate(children, funnel.stage1, pool):
         campaign.record_stage1(child, result)
     campaign.counters.seed_ids = [m.program_id for m in campaign.population]
+    charging.settle_seeds(campaign)
     campaign.counters.phase = Phase.EVOLVE
     campaign.checkpoint_now()
 
@@ -114,7 +115,7 @@ def _children(campaign: Campaign) -> Iterator[Child]:
             if reason is not None:
                 campaign.counters.reject(reason)
                 continue
-        campaign.in_flight[dsl.structural_hash(candidate.program)] = candidate.number
+        campaign.start_stage1(candidate)
         yield candidate
 
 
@@ -166,7 +167,7 @@ def _clears_hurdle(campaign: Campaign, child: Child, score: float) -> bool:
     if reason is not None:
         campaign.counters.reject(reason)
         return False
-    campaign.in_flight[dsl.structural_hash(child.program)] = child.number
+    campaign.start_stage1(child)
     return True
 
 

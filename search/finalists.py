@@ -19,6 +19,7 @@ from optforge.evaluators.scoring import geometric_mean
 from optforge.evaluators.validation import ValidationReport, validate
 from optforge.store import RankedProgram
 
+from . import charging
 from .individuals import Child
 from .stages import STAGE1, STAGE2, STAGE_VALIDATION, Phase
 
@@ -33,7 +34,6 @@ def stage2(campaign: Campaign, pool) -> None:
     best one anyway when none is) on the stage-2 suite, within the budget."""
     f = campaign.config.funnel
     done = campaign.stage_scores(STAGE2)
-    left = campaign.config.budget - campaign.counters.evaluations
     seed_ids = set(campaign.counters.seed_ids)
     top = campaign.store.top(f.stage2_max + len(seed_ids) + len(done), campaign=campaign.id,
                              suite=f.stage1)
@@ -41,7 +41,9 @@ def stage2(campaign: Campaign, pool) -> None:
              and r.score >= f.threshold and r.program.id not in done]
     if not picks and not done and top:
         picks = [r for r in top if r.program.id not in seed_ids][:1]
-    picks = picks[:max(0, min(f.stage2_max - len(done), left))]
+    picks = picks[:max(0, f.stage2_max - len(done))]
+    picks = picks[:charging.affordable(campaign.budget_left(), (
+        charging.expected(campaign, campaign.program(r.program.id)) for r in picks))]
     children = [Child(campaign.program(r.program.id), r.program.id, "stage2", i)
                 for i, r in enumerate(picks)]
     for child, result in campaign.evaluate(children, f.stage2, pool):

@@ -13,6 +13,10 @@ rejected child was rejected.
     redraw_constant    a constant drawn afresh from the prior
     add_state          a new state slot holding a moving average, read by one statement
     drop_state         a state slot goes; its reads see zeros
+
+and those that reach beyond one tensor (`search.reach_mutations`): read_context,
+globalize, clip_global_norm, sharpness, factor_state. A fresh op (`insert`, `change_op`) is
+drawn by `OP_DRAW_WEIGHTS`: whole-model reductions less often, `grad_at` seldom.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from optforge.dsl.simplifier import eliminate_dead_code
 
 from optforge import dsl
 
+from . import mutation_defaults
 from .mutation_defaults import DEFAULT_WEIGHTS, Limits
+from .reach_mutations import REACH_MUTATIONS
 
 __all__ = ["Limits", "MUTATIONS", "DEFAULT_WEIGHTS", "MutationResult", "mutate",
            "bypass_statement", "draw_constant"]
@@ -49,6 +55,23 @@ for _name, _op in sorted(OPS.items()):
     _BY_ARITY.setdefault(_op.arity, ())
     _BY_ARITY[_op.arity] += (_name,)
 _ALL_OPS = tuple(sorted(OPS))
+
+
+def _draw_op(rng: np.random.Generator, names) -> str | None:
+    """One of `names` by `OP_DRAW_WEIGHTS` (an op not named there weighs 1; None when every
+    weight is 0). Equal weights draw uniformly as `rng.choice(names)` does, so a table of
+    equally weighted ops draws what it drew before weights existed."""
+    table = mutation_defaults.OP_DRAW_WEIGHTS
+    weighted = [(n, table.get(n, 1.0)) for n in names]
+    weighted = [(n, w) for n, w in weighted if w > 0]
+    if not weighted:
+        return None
+    names = [n for n, _ in weighted]
+    if len({w for _, w in weighted}) == 1:
+        return str(rng.choice(names))
+    probs = np.array([w for _, w in weighted], dtype=float)
+    return names[int(rng.choice(len(names), p=probs / probs.sum()))]
+
 
 # The constant prior: sign * 10^U(-4, 0.5), plus the values that optimizers use most.
 _COMMON_CONSTANTS = (0.5, 0.9, 0.99, 0.999, 1.0, 2.0, 1e-8, 0.1, 0.01)
@@ -123,7 +146,9 @@ def insert_statement(p: Program, rng: np.random.Generator, limits: Limits) -> Pr
     reads += [(len(p.body), k) for k in range(len(p.returns))]
     i, k = reads[rng.integers(len(reads))]
     old = p.body[i].args[k] if i < len(p.body) else p.returns[k]
-    op = str(rng.choice(_ALL_OPS))
+    op = _draw_op(rng, _ALL_OPS)
+    if op is None:
+        return None
     arity = OPS[op].arity
     args = [old] + [_random_arg(p, i, rng) for _ in range(arity - 1)]
     if arity > 1:
@@ -164,11 +189,11 @@ def change_op(p: Program, rng: np.random.Generator, limits: Limits) -> Program |
         return None
     i = int(rng.integers(len(p.body)))
     s = p.body[i]
-    choices = [o for o in _BY_ARITY[len(s.args)] if o != s.op]
-    if not choices:
+    op = _draw_op(rng, [o for o in _BY_ARITY[len(s.args)] if o != s.op])
+    if op is None:
         return None
     body = list(p.body)
-    body[i] = Stmt(s.target, str(rng.choice(choices)), s.args)
+    body[i] = Stmt(s.target, op, s.args)
     return _rebuild(p, body)
 
 
@@ -261,8 +286,8 @@ def drop_state(p: Program, rng: np.random.Generator, limits: Limits) -> Program 
     body, _ = _substitute_reads(p, 0, name, 0.0)
     # the slot's later assignments become plain variables; its return goes
     returns = list(p.returns[:1 + k]) + list(p.returns[2 + k:])
-    q = _rebuild(p, body, returns, state=p.state[:k] + p.state[k + 1:])
-    return q
+    return _rebuild(p, body, returns, state=p.state[:k] + p.state[k + 1:],
+                    slot_shapes=tuple(x for x in p.slot_shapes if x[0] != name))
 
 
 MUTATIONS: dict[str, Mutation] = {
@@ -274,6 +299,7 @@ MUTATIONS: dict[str, Mutation] = {
     "redraw_constant": redraw_constant,
     "add_state": add_state,
     "drop_state": drop_state,
+    **REACH_MUTATIONS,
 }
 
 def mutate(parent: Program, rng: np.random.Generator, weights: dict[str, float] | None = None,
@@ -316,7 +342,11 @@ def mutate(parent: Program, rng: np.random.Generator, weights: dict[str, float] 
 def _reason(message: str) -> str:
     if "does not depend on the gradient" in message:
         return "step ignores g"
+    if "grad_at() needs a tensor" in message:
+        return "grad_at of a scalar"
     if "needs a tensor" in message:
         return "matrix op on a scalar"
+    if "is stored as" in message and "varies along" in message:
+        return "factored slot varies"
     return "invalid program"
 

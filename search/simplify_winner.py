@@ -23,6 +23,7 @@ from optforge.dsl.ops import OPS
 
 from optforge import dsl
 
+from . import charging
 from .individuals import Child
 from .mutations import bypass_statement
 from .stages import STAGE2
@@ -67,15 +68,16 @@ def simplify_winner(campaign: Campaign, winner_id: int, winner_score: float, poo
     best = dsl.simplify(winner)
 
     def score_of(programs: list[Program], kind: str) -> list[tuple[Program, float]]:
-        left = campaign.config.budget - campaign.counters.evaluations
+        left = campaign.budget_left()
         scored = []
         todo = []
         for q in programs:
             known = _stored_stage2(campaign, q)
             if known is not None:
                 scored.append((q, known))
-            elif len(todo) < left:
+            elif charging.affordable(left, [charging.expected(campaign, q)]):
                 todo.append(q)
+                left -= charging.expected(campaign, q)
         children = [Child(q, winner_id, kind, n) for n, q in enumerate(todo)]
         for child, result in campaign.evaluate(children, stage2, pool):
             record = campaign.store.add_program(child.program)

@@ -39,6 +39,10 @@ def register(sub) -> None:
                    help="campaign configuration (`optforge config` prints the default)")
     p.add_argument("--budget", type=int,
                    help=f"full evaluations to spend (default {d.budget})")
+    p.add_argument("--charge", choices=("count", "time"),
+                   help=f"charge each evaluation 1 (count) or its training time in units of "
+                        f"the first seed's (time), so costlier rules cost more of the budget "
+                        f"(default {d.search.charge})")
     p.add_argument("--suite", help=f"stage-1 suite: {', '.join(SEARCH_SUITES)} "
                                    f"(default {d.funnel.stage1})")
     p.add_argument("--stage2", help=f"stage-2 suite, where winners are chosen "
@@ -101,6 +105,7 @@ def run(args) -> int:
     config = load_config(args.config).with_overrides(
         budget=args.budget, workers=args.workers, seed=args.seed, name=args.name,
         **{"funnel.stage1": args.suite, "funnel.stage2": args.stage2,
+           "search.charge": args.charge,
            "validation.enabled": False if args.no_validation else None})
     for suite in (config.funnel.stage1, config.funnel.stage2):
         try:
@@ -191,7 +196,10 @@ def _drive(campaign, workers: int, args, pool=None) -> int:
         from tqdm import tqdm
         # tqdm's own remaining time extrapolates evaluations, which stage 2, simplification
         # and validation make wrong: the bar shows `search.eta`'s estimate instead
-        bar = tqdm(total=campaign.config.budget, unit="eval", initial=campaign.counters.evaluations,
+        c = campaign.counters
+        bar = tqdm(total=campaign.config.budget, unit="eval",
+                   initial=round(c.spent, 1) if campaign.config.search.charge == "time"
+                   else c.evaluations,
                    dynamic_ncols=True, file=sys.stderr,
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
 
@@ -204,6 +212,8 @@ def _drive(campaign, workers: int, args, pool=None) -> int:
             # the stage-2 best once stage 2 has one, budgeted evaluations only
             bar.n, best = progress_postfix(campaign.store, campaign.id,
                                            campaign.config.funnel.stage1)
+            if campaign.config.search.charge == "time":  # the budget is time's worth
+                bar.n = round(c.spent, 1)
             trained = c.trained_fraction or 0.0
             left = remaining_seconds(c, campaign.config, pool_size, campaign.stage1_budget)
             eta = "?" if left is None else tqdm.format_interval(left)
@@ -262,6 +272,9 @@ def _print_summary(campaign, summary, as_json: bool = False, pool=None) -> None:
     print(f"campaign {campaign.id}: {summary['status']} after {counts.describe()}; "
           f"{summary['children']} children, cache hit rate {summary['hit_rate']:.0%}, "
           f"{summary['restarts']} restarts")
+    if summary.get("charge") == "time":
+        print(f"charged by training time: {summary['spent']:.1f} of a budget of "
+              f"{campaign.config.budget} evaluations' worth (units: the first seed's time)")
     if summary["status"] != "finished":
         print(f"resume with: {resume_command(campaign, pool)}")
     top = finalists(store, campaign.id, 3)

@@ -41,7 +41,7 @@ from sqlalchemy.exc import DBAPIError
 from .. import campaign_view as view
 from ..errors import UserError
 from ..stages import STAGE_VALIDATION
-from .show_forms import show_forms
+from .show_forms import show_forms, step_cost
 from .validate_cmd import format_validation, stored_validation
 
 
@@ -281,10 +281,13 @@ def run_show(args: argparse.Namespace) -> int:
         parent_names = {e.parent_id: st.get_program(e.parent_id).name for e in parents}
         children = st.children(prog.id)
     simplified, latex, why_not = show_forms(prog.source)
+    cost = step_cost(prog.source)
     validations = [e for e in evals if e.stage == STAGE_VALIDATION]
     if args.json:
         _print_json({"program": _program_json(prog), "simplified_source": simplified,
                      "latex": latex,
+                     "passes_per_step": cost[0] if cost else None,
+                     "reads": cost[1] if cost else None,
                      "decisive": None if decisive is None else {
                          "evaluation": decisive.id, "score": decisive.score,
                          "suite": decisive.suite, "stage": decisive.stage,
@@ -313,6 +316,10 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"  fingerprint     {prog.fingerprint}")
     print(f"  {prog.statements} statement{'' if prog.statements == 1 else 's'}, "
           f"complexity {prog.complexity}")
+    if cost is not None:
+        reads = f" (reads {', '.join(cost[1])})" if cost[1] else ""
+        print(f"  cost: {cost[0]} pass{'' if cost[0] == 1 else 'es'} of the model a step"
+              f"{reads}")
     print("\nsource:")
     print(_indent(prog.source))
     if why_not is not None:

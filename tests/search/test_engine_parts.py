@@ -23,8 +23,11 @@ from optforge import seeds
 from .test_campaign import CONFIG, history
 
 # `history` of three tiny campaigns as the engine made them before it was split into parts
-# (re-pinned when atan2 and logsumexp joined the op table: mutations draw from it):
-# (structural hash prefix, stage, score); every stage trains on `tiny`.
+# (re-pinned when atan2 and logsumexp joined the op table: mutations draw from it; and
+# again when the whole-model ops, grad_at and the mutations that reach beyond one tensor
+# joined: "before_reach" is the plain history before them, which the same campaign still
+# makes with them switched off): (structural hash prefix, stage, score); every stage trains
+# on `tiny`.
 PINNED = json.loads((Path(__file__).parent / "data" / "pinned_histories.json").read_text())
 CONFIGS = {
     "plain": CONFIG,
@@ -46,6 +49,23 @@ def test_a_tiny_campaign_on_the_memory_store_makes_the_pinned_history():
     assert summary["status"] == "finished" and summary["phase"] == "done"
     assert_pinned(history(store, c.id))
     assert store.get_campaign(c.id).status == "finished"
+
+
+def test_without_the_new_ops_and_mutations_the_history_is_the_one_before_them(monkeypatch):
+    """Adding ops and mutations changes what a campaign draws, nothing else: with the
+    whole-model ops and grad_at never drawn and the new mutations at weight 0, the tiny
+    campaign makes the history pinned before they existed."""
+    from optforge.search import mutation_defaults
+    from optforge.search.reach_mutations import REACH_MUTATIONS
+
+    monkeypatch.setattr(mutation_defaults, "OP_DRAW_WEIGHTS",
+                        {"global_sum": 0.0, "global_norm": 0.0, "grad_at": 0.0})
+    config = replace(CONFIG, mutations={**CONFIG.mutations,
+                                        **{name: 0.0 for name in REACH_MUTATIONS}})
+    store = MemoryStore()
+    c = Campaign.create(store, config, "before")
+    c.run(workers=1)
+    assert_pinned(history(store, c.id), PINNED["before_reach"])
 
 
 def test_on_the_memory_store_a_stopped_campaign_resumes_exactly():
