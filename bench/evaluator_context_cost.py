@@ -19,12 +19,12 @@ import statistics
 import time
 
 import torch
-
-from optforge import dsl
 from optforge.dsl.kernel import compile_kernel
 from optforge.evaluators import get_suite
 from optforge.evaluators.models import build_problem
 from optforge.evaluators.trainer import train_task
+
+from optforge import dsl
 
 RULES = {
     "adamw": None,
