@@ -27,6 +27,13 @@ from ..slots import SlotShape
 from .analysis import Analysis, TStmt, Val, is_barrier, pure_code
 
 
+def is_per_tensor(p: Program) -> bool:
+    """A staged rule without whole-group steps and closure inputs (shape scalars, factored
+    state): its eager paths also use the in-place updaters of the per-tensor form."""
+    return not (needs(p) & {"loss", "hess", "grad_at"}) and not any(
+        is_barrier(s.op) for s in p.body)
+
+
 def is_staged(p: Program) -> bool:
     """Whether `p` is exported in the staged form (see the module doc)."""
     return bool(needs(p) or p.slot_shapes or any(is_barrier(s.op) for s in p.body))
@@ -142,7 +149,8 @@ def group_constants(p: Program) -> list[str]:
             f"_NEEDS = {tuple(closure)!r}",
             f"_SHAPE_READS = {tuple(n for n in ('rows', 'cols', 'numel') if n in read)!r}",
             f"_READS_HESS = {'hess' in read!r}",
-            f"_READS_LOSS = {'loss' in read!r}"]
+            f"_READS_LOSS = {'loss' in read!r}",
+            f"_EAGER = {is_per_tensor(p)!r}"]
 
 
 def features(p: Program) -> list[str]:

@@ -26,6 +26,7 @@ from .group import (
     closure_doc,
     features,
     group_constants,
+    is_per_tensor,
     is_staged,
     render_stages,
     state_doc,
@@ -108,6 +109,11 @@ def export_module(program: Program, class_name: str | None = None, provenance: s
         out += ["", ""]
         out += render_stages(a)
         out += ["", ""]
+        if is_per_tensor(program):
+            out += render_eager(a, PER_PARAM_PATH)
+            out += ["", ""]
+            out += render_eager(a, FOREACH_PATH)
+            out += ["", ""]
         out += _render_class(program, class_name, lr, hyper_names, betas, keys, lr_note,
                              {new: old for old, new in names.renamed.items() if new},
                              staged=True)
