@@ -11,9 +11,12 @@ the values that later stages, barriers or the results read; the last stage retur
 and the new state, as ``_rule`` does. The optimizer (`runtime_group`) runs stage k for every
 parameter of a param group, then barrier k once for the group (the reduction over all
 parameters, or one call of the closure), then stage k + 1, ...; parameters and state change
-only after the last stage. Every export path runs these functions: per parameter as they
-are, ``compile=True`` through ``torch.compile`` of each stage, and ``foreach`` the same as
-per parameter (a stage is per tensor; the docstring says so).
+only after the last stage. ``compile=True`` runs each stage through ``torch.compile``; the
+per-parameter and ``foreach`` paths run the stage functions as they are (``foreach`` is then
+the same code: a stage is per tensor; the docstring says so), except for a rule without
+whole-group steps or closure inputs (`is_per_tensor`: shape scalars, factored state), which
+keeps the in-place updaters of `render` (a factored slot is never written in place there;
+its new value is narrowed to the stored shape).
 """
 
 from __future__ import annotations

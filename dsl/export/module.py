@@ -168,9 +168,11 @@ def _module_doc(program: Program, class_name: str, provenance: str, shash: str, 
                          f"it does not play the role torch code gives the name {old}.")
     staged = is_staged(program)
     if staged:
-        lines += ["It reads " + "; ".join(features(program)) + ". It runs in stages: values "
-                  "over the whole param group are computed once per group and step, between "
-                  "them (foreach=True runs the same per-tensor code as the default path)."]
+        lines += ["It reads " + "; ".join(features(program)) + "." + (
+            "" if is_per_tensor(program) else
+            " It runs in stages: values over the whole param group are computed once per "
+            "group and step, between them (foreach=True runs the same per-tensor code as the "
+            "default path).")]
         how = closure_doc(program, class_name)
         if how:
             lines += ["", how.replace("\n    ", "\n").rstrip("\n")]
@@ -215,7 +217,7 @@ def _render_class(program: Program, class_name: str, lr: float, hyper_names: lis
            + (args_doc + "\n" if args_doc else "") + betas_doc +
            "        maximize: maximize the objective (the rule sees -g), as torch's "
            "optimizers.\n" +
-           (_PATHS_DOC_STAGED if staged else _PATHS_DOC)
+           (_PATHS_DOC_STAGED if staged and not is_per_tensor(program) else _PATHS_DOC)
            + ("        hessian_seed: seed of the optimizer's torch.Generator that draws the\n"
               "            Rademacher vectors of the Hessian estimate.\n" if hess else "")
            + ("\n    " + closure_doc(program, class_name) if staged and closure_doc(
