@@ -272,7 +272,8 @@ class GroupShell(OptimizerShell):
         foreach = group["foreach"]
         buckets = {}
         for p, V, _, state in entries:
-            key = (p.device, p.dtype, float(V["F"][1])) if foreach is not False else id(p)
+            # one bucket per step count: V["F"] is the same tensor for the same count
+            key = (p.device, p.dtype, id(V["F"])) if foreach is not False else id(p)
             bucket = buckets.setdefault(key, [])
             bucket.append((p, V, [state[k] for k in _STATE_KEYS]))
         for bucket in buckets.values():
