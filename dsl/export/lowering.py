@@ -155,10 +155,10 @@ def plan(a: Analysis, inplace_ok: Callable[[TStmt, str, dict[str, str]], bool]) 
     for k in range(len(a.program.state)):
         buffer[f"s{k}"] = f"s{k}"
     produced = {st.result for st in stmts}
-    for st in stmts:  # the context inputs a rule reads (rows, cols, numel): their own names
-        for v in st.args:
-            if v.is_tensor and v.name not in produced:
-                buffer.setdefault(v.name, v.name)
+    # the context inputs a rule reads (rows, cols, numel), returned ones too: their own names
+    for v in [a.step, *a.finals, *(v for st in stmts for v in st.args)]:
+        if v is not None and v.is_tensor and v.name not in produced:
+            buffer.setdefault(v.name, v.name)
     # a factored slot (dsl.slots) is stored reduced: no full-size value is written into it
     full_slots = {f"s{k}" for k, s in enumerate(a.program.state)
                   if a.program.slot_shape(s) is SlotShape.FULL}
