@@ -55,8 +55,9 @@ after the last stage. Such a rule follows `dsl.run_group_step` with the group as
 * factored slots are stored reduced in ``optimizer.state`` (a row slot of a 1000 x 500 matrix
   holds 1000 numbers), and saved and loaded so;
 * ``maximize=True`` is the rule on the negated objective: -g, -loss, -hess, -grad_at;
-* the three paths run the same stage functions: per parameter, ``foreach`` (the same
-  per-tensor code: a stage is per tensor) and ``compile=True`` (each stage compiled).
+* ``compile=True`` compiles each stage; per parameter and ``foreach`` run the stage
+  functions (``foreach`` is the same per-tensor code), except for rules that only read the
+  shape scalars or keep factored state, which keep the in-place updaters of both.
 
 Every other rule is exported exactly as before this form existed (below).
 

@@ -11,9 +11,12 @@ the values that later stages, barriers or the results read; the last stage retur
 and the new state, as ``_rule`` does. The optimizer (`runtime_group`) runs stage k for every
 parameter of a param group, then barrier k once for the group (the reduction over all
 parameters, or one call of the closure), then stage k + 1, ...; parameters and state change
-only after the last stage. Every export path runs these functions: per parameter as they
-are, ``compile=True`` through ``torch.compile`` of each stage, and ``foreach`` the same as
-per parameter (a stage is per tensor; the docstring says so).
+only after the last stage. ``compile=True`` runs each stage through ``torch.compile``; the
+per-parameter and ``foreach`` paths run the stage functions as they are (``foreach`` is then
+the same code: a stage is per tensor; the docstring says so), except for a rule without
+whole-group steps or closure inputs (`is_per_tensor`: shape scalars, factored state), which
+keeps the in-place updaters of `render` (a factored slot is never written in place there;
+its new value is narrowed to the stored shape).
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ from ..needs import needs
 from ..ops import OPS, OpKind
 from ..slots import SlotShape
 from .analysis import Analysis, TStmt, Val, is_barrier, pure_code
+
+
+def is_per_tensor(p: Program) -> bool:
+    """A staged rule without whole-group steps and closure inputs (shape scalars, factored
+    state): its eager paths also use the in-place updaters of the per-tensor form."""
+    return not (needs(p) & {"loss", "hess", "grad_at"}) and not any(
+        is_barrier(s.op) for s in p.body)
 
 
 def is_staged(p: Program) -> bool:
@@ -142,7 +152,8 @@ def group_constants(p: Program) -> list[str]:
             f"_NEEDS = {tuple(closure)!r}",
             f"_SHAPE_READS = {tuple(n for n in ('rows', 'cols', 'numel') if n in read)!r}",
             f"_READS_HESS = {'hess' in read!r}",
-            f"_READS_LOSS = {'loss' in read!r}"]
+            f"_READS_LOSS = {'loss' in read!r}",
+            f"_EAGER = {is_per_tensor(p)!r}"]
 
 
 def features(p: Program) -> list[str]:

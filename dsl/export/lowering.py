@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..rewrites import Node, apply, commutative_ops, rule
+from ..slots import SlotShape
 from .analysis import Analysis, TStmt, Val
 from .tables import is_elementwise
 
@@ -153,13 +154,21 @@ def plan(a: Analysis, inplace_ok: Callable[[TStmt, str, dict[str, str]], bool]) 
     buffer: dict[str, str] = {"w": "w", "g": "g"}
     for k in range(len(a.program.state)):
         buffer[f"s{k}"] = f"s{k}"
+    produced = {st.result for st in stmts}
+    # the context inputs a rule reads (rows, cols, numel), returned ones too: their own names
+    for v in [a.step, *a.finals, *(v for st in stmts for v in st.args)]:
+        if v is not None and v.is_tensor and v.name not in produced:
+            buffer.setdefault(v.name, v.name)
+    # a factored slot (dsl.slots) is stored reduced: no full-size value is written into it
+    full_slots = {f"s{k}" for k, s in enumerate(a.program.state)
+                  if a.program.slot_shape(s) is SlotShape.FULL}
     holder: dict[str, str] = {b: b for b in buffer}  # buffer -> value it holds now
     dest: list[str | None] = []
     for i, st in enumerate(stmts):
         chosen = None
         if is_elementwise(st.op) and st.full:
             k = final_of.get(st.result)
-            if k is not None:
+            if k is not None and f"s{k}" in full_slots:
                 sb = f"s{k}"
                 if holder.get(sb) == sb and last_use.get(sb, -1) <= i and inplace_ok(
                         st, sb, buffer):

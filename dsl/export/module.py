@@ -26,6 +26,7 @@ from .group import (
     closure_doc,
     features,
     group_constants,
+    is_per_tensor,
     is_staged,
     render_stages,
     state_doc,
@@ -108,6 +109,11 @@ def export_module(program: Program, class_name: str | None = None, provenance: s
         out += ["", ""]
         out += render_stages(a)
         out += ["", ""]
+        if is_per_tensor(program):
+            out += render_eager(a, PER_PARAM_PATH)
+            out += ["", ""]
+            out += render_eager(a, FOREACH_PATH)
+            out += ["", ""]
         out += _render_class(program, class_name, lr, hyper_names, betas, keys, lr_note,
                              {new: old for old, new in names.renamed.items() if new},
                              staged=True)
@@ -162,9 +168,11 @@ def _module_doc(program: Program, class_name: str, provenance: str, shash: str, 
                          f"it does not play the role torch code gives the name {old}.")
     staged = is_staged(program)
     if staged:
-        lines += ["It reads " + "; ".join(features(program)) + ". It runs in stages: values "
-                  "over the whole param group are computed once per group and step, between "
-                  "them (foreach=True runs the same per-tensor code as the default path)."]
+        lines += ["It reads " + "; ".join(features(program)) + "." + (
+            "" if is_per_tensor(program) else
+            " It runs in stages: values over the whole param group are computed once per "
+            "group and step, between them (foreach=True runs the same per-tensor code as the "
+            "default path).")]
         how = closure_doc(program, class_name)
         if how:
             lines += ["", how.replace("\n    ", "\n").rstrip("\n")]
@@ -209,7 +217,7 @@ def _render_class(program: Program, class_name: str, lr: float, hyper_names: lis
            + (args_doc + "\n" if args_doc else "") + betas_doc +
            "        maximize: maximize the objective (the rule sees -g), as torch's "
            "optimizers.\n" +
-           (_PATHS_DOC_STAGED if staged else _PATHS_DOC)
+           (_PATHS_DOC_STAGED if staged and not is_per_tensor(program) else _PATHS_DOC)
            + ("        hessian_seed: seed of the optimizer's torch.Generator that draws the\n"
               "            Rademacher vectors of the Hessian estimate.\n" if hess else "")
            + ("\n    " + closure_doc(program, class_name) if staged and closure_doc(

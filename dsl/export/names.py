@@ -30,7 +30,7 @@ _GENERATED_NAMES = frozenset({
     "_compiled_update", "_COMPILED", "_init", "_NS_COEFFS", "_NS_EPS", "_NS_STEPS",
     # staged modules (dsl.export.group) also define these
     "_STAGES", "_BARRIERS", "_SLOT_KINDS", "_NEEDS", "_SHAPE_READS", "_READS_HESS",
-    "_READS_LOSS", "_COMPILED_STAGES", "_compiled_stage"})
+    "_READS_LOSS", "_EAGER", "_COMPILED_STAGES", "_compiled_stage"})
 _MODULE_NAMES = _GENERATED_NAMES | helper_names() | shell_names() | group_function_names()
 _STAGE_FUNCTION = re.compile(r"_stage[0-9]+")  # a staged module's stage functions
 

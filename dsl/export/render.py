@@ -11,6 +11,7 @@ Every op's code comes from the path's table (`tables`).
 
 from __future__ import annotations
 
+from ..context import SHAPE_INPUTS
 from ..needs import needs
 from .analysis import LOSS_CODE, Analysis, TStmt, Val, pure_code
 from .lowering import Plan, plan
@@ -149,7 +150,7 @@ def render_eager(a: Analysis, path: _Path) -> list[str]:
     p = a.program
     foreach = path is FOREACH_PATH
     pl = plan(a, path.inplace_ok)
-    states = [f"s{k}" for k in range(len(p.state))]
+    states = [f"s{k}" for k in range(len(p.state))] + shape_inputs(a)
     if foreach:
         head = f"def _update_foreach({', '.join(['w', 'g'] + states + ['F'])}):"
         doc = ('    """One step of the rule on lists of tensors with torch._foreach_* ops: '
@@ -194,12 +195,17 @@ def render_eager(a: Analysis, path: _Path) -> list[str]:
     def read(v: Val) -> str:
         return clones.get(v.name, pl.buffer[v.name]) if v.is_tensor else eager_arg(v, pl.buffer)
 
+    kinds = [p.slot_shape(s).value for s in p.state]
     for what, k, v in seq:
         if what == "copy":
             target = f"s{k}"
             if not v.is_tensor:
                 out.append(f"    for e in {target}:\n        e.fill_({read(v)})" if foreach
                            else f"    {target}.fill_({read(v)})")
+            elif kinds[k] != "full":  # stored reduced: narrowed first (dsl.slots)
+                out.append(f"    for e, x, ew in zip({target}, {read(v)}, w):\n"
+                           f"        e.copy_(_narrow({kinds[k]!r}, x, ew.shape))" if foreach
+                           else f"    {target}.copy_(_narrow({kinds[k]!r}, {read(v)}, w.shape))")
             elif foreach:
                 out.append(f"    torch._foreach_copy_({target}, {read(v)})")
             else:
@@ -213,6 +219,13 @@ def render_eager(a: Analysis, path: _Path) -> list[str]:
             out.append(f"    torch._foreach_sub_(w, {read(v)})" if foreach
                        else f"    w.sub_({read(v)})")
     return out
+
+
+def shape_inputs(a: Analysis) -> list[str]:
+    """The shape scalars (dsl.context) the rule reads: arguments of the eager updaters after
+    the state, as 0-d tensors (lists of them, foreach)."""
+    read = needs(a.program)
+    return [n for n in SHAPE_INPUTS if n in read]
 
 
 def render_fused(a: Analysis) -> list[str]:

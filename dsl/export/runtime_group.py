@@ -34,6 +34,7 @@ _NEEDS: tuple = ()
 _SHAPE_READS: tuple = ()
 _READS_HESS = False
 _READS_LOSS = False
+_EAGER = False
 _STAGES: tuple = ()
 _BARRIERS: tuple = ()
 RULE_NAME = ""
@@ -45,6 +46,14 @@ def _scalars(values: list) -> torch.Tensor:
 
 def _compiled_stage(k: int):
     raise NotImplementedError("defined by each staged module")
+
+
+def _update_param(*tensors_and_scalars: object) -> None:
+    raise NotImplementedError("defined by each per-tensor staged module")
+
+
+def _update_foreach(*lists_and_scalars: object) -> None:
+    raise NotImplementedError("defined by each per-tensor staged module")
 
 
 def global_sum(lead: int, xs: list, params: list) -> torch.Tensor:
@@ -189,6 +198,7 @@ class GroupShell(OptimizerShell):
                 value = dims[("rows", "cols", "numel").index(shape_name)]
                 V[shape_name] = torch.tensor(value, dtype=cdtype, device=p.device)
             S = scalars[t].to(dtype=cdtype, device=p.device)
+            V["F"] = scalars[t]
             entries.append((p, V, S, state))
         if entries and (_READS_HESS or _BARRIERS):
             kinds = {(p.device, p.dtype) for p, _, _, _ in entries}
@@ -231,6 +241,9 @@ class GroupShell(OptimizerShell):
 
     def _step_group(self, index, group, entries, closure):
         compiled = group["compile"]
+        if _EAGER and not compiled:
+            self._step_eager(group, entries)
+            return
         for k, (fn, inputs, outputs) in enumerate(_STAGES):
             if k:
                 op, arg, result = _BARRIERS[k - 1]
@@ -251,6 +264,36 @@ class GroupShell(OptimizerShell):
                 p.copy_(w - step)
             else:
                 p.sub_(step)
+
+
+    def _step_eager(self, group, entries):
+        """A rule without whole-group steps: the in-place updaters of the per-tensor form,
+        per parameter or (foreach) per device, dtype and step count."""
+        foreach = group["foreach"]
+        buckets = {}
+        for p, V, _, state in entries:
+            # one bucket per step count: V["F"] is the same tensor for the same count
+            key = (p.device, p.dtype, id(V["F"])) if foreach is not False else id(p)
+            bucket = buckets.setdefault(key, [])
+            bucket.append((p, V, [state[k] for k in _STATE_KEYS]))
+        for bucket in buckets.values():
+            p0, V0, _ = bucket[0]
+            F = V0["F"].tolist()
+            shapes = [[V[n] for _, V, _ in bucket] for n in _SHAPE_READS]
+            use_foreach = foreach if foreach is not None else p0.device.type == "cuda"
+            low = p0.dtype in _LOW_PRECISION
+            if use_foreach:
+                ws = [V["w"] for _, V, _ in bucket]
+                states = [list(s) for s in zip(*[st for _, _, st in bucket])] or [
+                    [] for _ in _STATE_KEYS]
+                _update_foreach(ws, [V["g"] for _, V, _ in bucket], *states, *shapes, F)
+                if low:
+                    torch._foreach_copy_([p for p, _, _ in bucket], ws)
+                continue
+            for (p, V, st), *shape in zip(bucket, *shapes):
+                _update_param(V["w"], V["g"], *st, *shape, F)
+                if low:
+                    p.copy_(V["w"])
 
 
 def _stored_shape(kind, shape):

@@ -35,9 +35,10 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 
 
 def _logsumexp(x: torch.Tensor) -> torch.Tensor:
-    """log(sum(exp(x))) over the whole tensor, in a broadcastable shape; x for a 0-d x."""
+    """log(sum(exp(x))) over the whole tensor, in a broadcastable shape; x for a 0-d x (a
+    copy: the updaters may overwrite x, a state, before they read the result)."""
     if x.dim() == 0:
-        return x
+        return x.clone()
     return torch.logsumexp(x, dim=tuple(range(x.dim())), keepdim=True)
 
 

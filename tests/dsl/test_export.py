@@ -259,6 +259,19 @@ def test_random_programs_agree_with_interpreter(program):
         assert_trajectories_close(pairs, 1e-9, 1e-12, f"{path}\n{dsl.format_program(program)}")
 
 
+def test_a_state_overwritten_before_a_reduction_of_it_is_read():
+    """logsumexp of a 0-d state is the state's value: the updater must not alias it, since
+    the state is overwritten before the result is stored (found by the fuzz above)."""
+    program = Program("fuzz", ("m0", "m1"), (), (
+        Stmt("v0", "abs", ("w",)), Stmt("v1", "logsumexp", ("m0",)),
+        Stmt("m0", "abs", ("w",))), ("g", "v0", "v1"))
+    cls = optimizer_class(program)
+    for path in ("per_param", "foreach"):
+        pairs = run_free(program, cls, torch.float64, 0.1, shapes=[(), (4,)], steps=3,
+                         foreach=(path == "foreach"))
+        assert_trajectories_close(pairs, 1e-12, 1e-14, path)
+
+
 def test_scalar_section_follows_ieee_like_the_interpreter():
     """1 / (t - 1) is inf at t = 1 and 0 ** -1 is inf: no Python ZeroDivisionError, and the
     same values as the interpreter."""

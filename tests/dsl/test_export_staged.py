@@ -292,3 +292,29 @@ def test_a_copied_or_pickled_optimizer_keeps_its_hessian_generator():
                            opt._hessian_generator.get_state())
         assert torch.equal(other.state_dict()["hessian_generator"],
                            opt._hessian_generator.get_state())
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_per_tensor_staged_parameters_at_different_step_counts(foreach):
+    """A factored rule on parameters whose step counts differ (one skips steps without a
+    gradient): each follows the interpreter with its own t, foreach included."""
+    rule = program("factored")
+    gen = torch.Generator().manual_seed(4)
+    w0 = [torch.randn(s, generator=gen, dtype=torch.float64) for s in [(4, 5), (3, 2, 2)]]
+    params = [torch.nn.Parameter(w.clone()) for w in w0]
+    opt = cls_of("factored")(params, lr=0.05, foreach=foreach)
+    ws, states, ts = [w.clone() for w in w0], [init_state(rule, w) for w in w0], [0, 0]
+    for k in range(1, 6):
+        for i, p in enumerate(params):
+            if i == 1 and k % 2:
+                p.grad = None
+                continue
+            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            ts[i] += 1
+            steps, (states[i],) = run_group_step(rule, [ws[i]], [p.grad.clone()], 0.05, ts[i],
+                                                 [states[i]])
+            ws[i] = ws[i] - steps[0]
+        opt.step()
+        for p, w in zip(params, ws):
+            torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-14)
+    assert [opt.state[p]["step"] for p in params] == [5, 2]
