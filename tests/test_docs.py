@@ -156,7 +156,7 @@ def test_the_group_example_runs(tmp_path):
         (tmp_path / f"{dsl.parse(source).name}.rule").write_text(source)
     code += "\nassert [s[0].shape for s in states] == [(4, 1), (5,)]\n"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "['grad_at'] 2\n"
 

@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # the op table imports torch: loaded when `ops` runs, not at 
 _ARITY_NAMES = {1: "unary", 2: "binary", 3: "ternary"}
 _NOTES = ("Reductions and matrix ops return a value of their input's shape (broadcast back).",
           "Global ops reduce over every parameter of the group: one scalar for all of them.",
-          "Matrix ops and grad_at need a tensor argument; the other ops take tensors or "
-          "scalars.",
+          ("Matrix ops and grad_at need a tensor argument; the other ops take tensors or "
+           "scalars."),
           "A rule also reads loss, hess, rows, cols and numel (docs/language.md).")
 
 

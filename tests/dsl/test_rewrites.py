@@ -116,10 +116,17 @@ def _programs():
     return out
 
 
+# Seeds that are other programs now than when the fixture was recorded: #16 replaced the
+# Adafactor and Muon seeds by exact ones. Seeds added since are not in the fixture.
+REPLACED = frozenset({"seed:adafactor", "seed:muon"})
+
+
 def test_hashes_are_unchanged():
     recorded = json.loads(FIXTURE.read_text())
     programs = _programs()
-    assert set(programs) == set(recorded)
-    for key, program in programs.items():
+    assert set(recorded) <= set(programs)
+    assert all(key.startswith("seed:") for key in set(programs) - set(recorded))
+    for key in sorted(set(recorded) - REPLACED):
+        program = programs[key]
         assert dsl.canonical_hash(program) == recorded[key]["canonical"], key
         assert dsl.structural_hash(program) == recorded[key]["structural"], key

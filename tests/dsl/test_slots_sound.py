@@ -57,8 +57,8 @@ def test_full_is_the_default_and_is_not_stored():
 
 @pytest.mark.parametrize("source, message, col", [
     ("def r(w, g, lr, t, loss):\n    return g, loss\n",
-     "'loss' is a reserved input (w, g, lr, t, loss, hess, rows, cols, numel); a state slot "
-     "cannot take its name", 20),
+     ("'loss' is a reserved input (w, g, lr, t, loss, hess, rows, cols, numel); a state slot "
+      "cannot take its name"), 20),
     ("def r(w, g, lr, t, numel=1.0):\n    return g\n",
      "'numel' is a reserved input", 20),
     ("def r(w, g, lr, t):\n    hess = g\n    return g\n",
