@@ -22,6 +22,14 @@ Where the speed comes from
   ``[R, P]`` buffer (elementwise math does not care about shapes). A trainer uses this to
   replace one call per parameter tensor by one call per step.
 
+Model-level inputs (issue #16, `dsl.context`): a rule with a GLOBAL op or ``grad_at`` is
+`Kernel.grouped` and compiles to `apply_group`, one call for every parameter of the group
+(values are lists with an entry per parameter, a GLOBAL op is one call of its
+`dsl.model_ops` function, ``grad_at`` one call of the context's); every other rule keeps the
+per-tensor `apply`, which takes the loss and the Hessian estimate as arguments and computes
+`rows`, `cols`, `numel` from its tensor. Factored slots are passed in and returned in their
+stored shape (`dsl.slots`). The code generator is `dsl.kernel_plan`.
+
 The generated source (`Kernel.source`) reads like the rule. Names are mangled so that no
 rule identifier can collide with the namespace: inputs and state slots are ``v_NAME``,
 hyperparameters ``h_NAME``, constants ``c<k>`` and the value of statement i ``s<i>_TARGET``
@@ -30,188 +38,153 @@ hyperparameters ``h_NAME``, constants ``c<k>`` and the value of statement i ``s<
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
 
 import torch
 
-from .ir import INPUTS, Arg, Program, validate
-from .ops import OPS, OpKind, op_for
+from . import slots
+from .context import MissingContextError, StepContext, shape_scalars
+from .ir import Program
+from .kernel_plan import _HOISTED_WEIGHT, Plan, plan  # noqa: F401 - the per-op table, for tests
+from .needs import needs, passes_per_step
+from .ops import OPS
+from .slots import SlotShape
 
-__all__ = ["Kernel", "compile_kernel", "kernel_source"]
-
-# How each op is emitted, by its row of the op table: an elementwise op whose torch
-# expression is plain arithmetic (no call: `+`, `*`, prefix `-`) is written inline; every
-# other op calls its own implementation, `op_NAME(1, ...)`, in the kernel's namespace. Either
-# way the kernel runs the op table's own torch code, so values agree bit for bit.
-def _inline(expr: str | None) -> bool:
-    return expr is not None and "(" not in expr and "." not in expr
-
-
-# Ops whose torch expression reads a scalar function of one argument: when that argument is
-# a constant-class scalar (and the op's value is not), the function is hoisted to prepare().
-# op -> (the argument, the hoisted function of it, the expression over the hoisted value).
-# interp(x, y, a) = torch.lerp(y, x, 1 - a): `1 - a` once per step.
-_HOISTED_WEIGHT: dict[str, tuple[int, str, str]] = {
-    "interp": (2, "1 - {0}", "torch.lerp({1}, {0}, {weight})"),
-}
-
-
-# value classes, from the cheapest to compute to the dearest
-_CONST = 0  # constants, hyperparameters, t and what is computed from them only
-_REP = 1  # depends on lr (per-replica scalar, shape [R, 1, ..., 1]) but on no tensor
-_TENSOR = 2  # depends on w, g or a state slot: shape [R, *shape]
-
-
-@dataclass(frozen=True)
-class _Plan:
-    source: str
-    elementwise: bool
-    constants: tuple[float, ...]
-
-
-def _ident(prefix: str, name: str) -> str:
-    mangled = f"{prefix}{name}"
-    if not mangled.isidentifier():
-        raise ValueError(f"invalid identifier {name!r} in program")
-    return mangled
-
-
-def _plan(p: Program, per_replica: frozenset[str] = frozenset()) -> _Plan:
-    """The kernel's source. Hyperparameters named in `per_replica` take one value per
-    replica (``[R]``, like `lr`) instead of one for all."""
-    for s in p.body:  # before validate(), so that the error names the kernel
-        op_for(s.op, "kernel")
-    validate(p)
-    hypers = [h for h, _ in p.hyperparams]
-    names: dict[str, str] = {n: _ident("v_", n) for n in INPUTS}
-    names.update({s: _ident("v_", s) for s in p.state})
-    names.update({h: _ident("h_", h) for h in hypers})
-    klass: dict[str, int] = {"w": _TENSOR, "g": _TENSOR, "lr": _REP, "t": _CONST}
-    klass.update({s: _TENSOR for s in p.state})
-    klass.update({h: _REP if h in per_replica else _CONST for h in hypers})
-    constants: dict[str, str] = {}  # by repr: keeps -0.0 apart from 0.0 (1 / -0.0 = -inf)
-    constant_values: list[float] = []
-
-    def const(c: float) -> str:
-        key = repr(c)
-        if key not in constants:
-            constants[key] = f"c{len(constants)}"
-            constant_values.append(c)
-        return constants[key]
-
-    def ref(a: Arg) -> tuple[str, int]:
-        if isinstance(a, str):
-            return names[a], klass[a]
-        return const(float(a)), _CONST
-
-    scalar_lines: list[str] = []  # body of prepare(): _CONST statements
-    tensor_lines: list[str] = []  # body of apply(): everything else
-    hoisted: list[str] = ["v_t"]  # names computed in prepare() and read in apply()
-    elementwise = True
-    for i, s in enumerate(p.body):
-        op = op_for(s.op, "kernel")
-        args = [ref(a) for a in s.args]
-        cls = max(c for _, c in args)
-        exprs = [e for e, _ in args]
-        target = _ident(f"s{i}_", s.target)
-        if op.kind is not OpKind.ELEMENTWISE and cls == _TENSOR:
-            elementwise = False
-        hoist = _HOISTED_WEIGHT.get(s.op)
-        if hoist is not None and cls > _CONST and args[hoist[0]][1] == _CONST:
-            weight = f"w{i}"
-            scalar_lines.append(f"{weight} = {hoist[1].format(exprs[hoist[0]])}")
-            hoisted.append(weight)
-            expr = hoist[2].format(*exprs, weight=weight)
-        elif _inline(op.torch_expr):
-            expr = f"({op.torch_expr.format(*exprs)})"
-        else:
-            expr = f"op_{s.op}(1, {', '.join(exprs)})"
-        line = f"{target} = {expr}  # {s.target} = {s.op}(" \
-               f"{', '.join(str(a) for a in s.args)})"
-        (scalar_lines if cls == _CONST else tensor_lines).append(line)
-        if cls == _CONST:
-            hoisted.append(target)
-        names[s.target], klass[s.target] = target, cls
-
-    returns = [ref(a)[0] for a in p.returns]
-    # apply() reads hoisted scalars, constants and hyperparameters through two tuples
-    const_names = [f"c{k}" for k in range(len(constants))]
-    bound_names = const_names + [names[h] for h in hypers]
-    src: list[str] = []
-    src.append("def bind(dtype, device, hyper):")
-    src.append("    # constants and hyperparameters as 0-d tensors of the parameter's dtype")
-    for k, cname in enumerate(constants.values()):
-        src.append(f"    {cname} = torch.tensor(CONSTANTS[{k}], dtype=dtype, device=device)")
-    for h in hypers:
-        src.append(f"    {names[h]} = torch.as_tensor(hyper[{h!r}], dtype=dtype, device=device)")
-    src.append(f"    return ({''.join(n + ', ' for n in bound_names)})")
-    src.append("")
-    src.append("def prepare(v_t, bound):")
-    src.append("    # scalars that depend on constants, hyperparameters and t only")
-    src.append(f"    ({''.join(n + ', ' for n in bound_names)}) = bound")
-    src.extend("    " + line for line in scalar_lines)
-    src.append(f"    return ({''.join(n + ', ' for n in hoisted)})")
-    src.append("")
-    state_names = [_ident("v_", s) for s in p.state]
-    src.append("def apply(v_w, v_g, v_lr, state, scalars, bound):")
-    src.append(f"    ({''.join(n + ', ' for n in state_names)}) = state")
-    src.append(f"    ({''.join(n + ', ' for n in hoisted)}) = scalars")
-    src.append(f"    ({''.join(n + ', ' for n in bound_names)}) = bound")
-    for h in hypers:
-        if h in per_replica:  # [R] -> [R, 1, ..., 1], as the interpreter lays out lr
-            src.append(f"    {names[h]} = {names[h]}.reshape((v_w.shape[0],) + "
-                       f"(1,) * (v_w.dim() - 1))")
-    src.extend("    " + line for line in tensor_lines)
-    src.append(f"    return {returns[0]}, ({''.join(r + ', ' for r in returns[1:])})")
-    return _Plan("\n".join(src) + "\n", elementwise, tuple(constant_values))
+__all__ = ["RUNTIME_NAMES", "Kernel", "compile_kernel", "kernel_source"]
 
 
 def kernel_source(p: Program) -> str:
     """The Python source `compile_kernel` generates for `p`."""
-    return _plan(p).source
+    return plan(p).source
+
+
+# ---- what the generated code calls besides torch and the op table ----------------------------
+
+def _lead_shape(w: torch.Tensor) -> tuple[int, ...]:
+    return (w.shape[0],) + (1,) * (w.dim() - 1)
+
+
+def _per_param(x: torch.Tensor, ws: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """A per-replica value ``[R]`` laid out like `lr` for every parameter (a 0-d value as
+    it is), as the interpreter lays out scalars."""
+    if x.dim() != 1:
+        return [x for _ in ws]
+    return [x.reshape(_lead_shape(w)) for w in ws]
+
+
+def _required(value: Any, name: str, rule: str = "the rule") -> Any:
+    if value is None:
+        raise MissingContextError(rule, name, "the kernel's caller")
+    return value
+
+
+def _group_loss(context: StepContext | None, ws: Sequence[torch.Tensor],
+                rule: str = "the rule") -> list:
+    loss = _required(None if context is None else context.loss, "loss", rule)
+    w = ws[0]
+    return _per_param(torch.as_tensor(loss, dtype=w.dtype, device=w.device), ws)
+
+
+def _group_hess(context: StepContext | None, ws: Sequence[torch.Tensor],
+                rule: str = "the rule") -> list:
+    return list(_required(None if context is None else context.hess, "hess", rule))
+
+
+def _tensor_shape(w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`rows`, `cols`, `numel` of a parameter ``[R, *shape]``: 0-d tensors of its dtype."""
+    return tuple(torch.tensor(v, dtype=w.dtype, device=w.device)
+                 for v in shape_scalars(w.shape[1:]))
+
+
+def _group_shapes(ws: Sequence[torch.Tensor]) -> tuple[list, list, list]:
+    rows, cols, numel = zip(*(_tensor_shape(w) for w in ws))
+    return list(rows), list(cols), list(numel)
+
+
+def _grad_at(context: StepContext | None, es: Sequence[torch.Tensor],
+             ws: Sequence[torch.Tensor], rule: str = "the rule") -> list[torch.Tensor]:
+    """One call of the context's ``grad_at`` with every parameter's perturbation, each at
+    its parameter's full shape."""
+    fn = _required(None if context is None else context.grad_at, "grad_at", rule)
+    full = [e if e.shape == w.shape else e.expand(w.shape) for e, w in zip(es, ws)]
+    return OPS["grad_at"].torch_fn(1, full, ws, fn)
+
+
+_RUNTIME: dict[str, Any] = {
+    "zip": zip, "list": list, "per_param": _per_param, "tensor_shape": _tensor_shape,
+    "group_shapes": _group_shapes, "slot_load": slots.load, "slot_store": slots.store,
+    **{f"SLOT_{s.name}": s for s in SlotShape},
+}
+# helpers that name the rule in a MissingContextError
+_NAMING = {"required": _required, "group_loss": _group_loss, "group_hess": _group_hess,
+           "grad_at": _grad_at}
+RUNTIME_NAMES = frozenset(_RUNTIME) | frozenset(_NAMING)
+"""What the generated code may call besides torch and the op table."""
 
 
 class Kernel:
     """A compiled rule (see module doc). Call it like the interpreter::
 
-        step, new_state = kernel(w, g, lr, t, state, hyper=None)   # == run_step(..., lead=1)
+        step, new_state = kernel(w, g, lr, t, state, hyper=None, context=None)
+            # == run_step(..., lead=1)
+        steps, new_states = kernel.call_group(ws, gs, lr, t, states, hyper, context)
+            # == run_group_step(..., lead=1)
 
-    or, in a training loop, bind once, prepare once per step and apply per tensor::
+    or, in a training loop, bind once, prepare once per step, then apply per tensor (a rule
+    that is not `grouped`) or once per group (a `grouped` one)::
 
         bound = kernel.bind(dtype, device, hyper)        # once
         scalars = kernel.prepare(t, bound)               # once per step (t a 0-d tensor)
-        step, new_state = kernel.apply(w, g, lr_r, state, scalars, bound)   # per tensor
+        step, new_state = kernel.apply(w, g, lr_r, state, scalars, bound,
+                                       loss_r, hess)     # per tensor
+        steps, new_states = kernel.apply_group(ws, gs, lrs, states, scalars, bound,
+                                               context)  # per group
 
-    where ``lr_r`` is the per-replica learning rate shaped ``[R, 1, ..., 1]`` like `w`
-    (`Kernel.shape_lr`). `apply` returns the step and the new state as the rule computes
-    them: values the rule leaves scalar are not broadcast (`__call__` broadcasts them, as
+    where ``lr_r`` (and ``loss_r``, the per-replica loss, when the rule reads `loss`) is
+    shaped ``[R, 1, ..., 1]`` like `w` (`Kernel.shape_lr`), ``lrs`` one such per parameter
+    and `context` a `dsl.context.StepContext` (its `loss` ``[R]``, its `hess` one tensor per
+    parameter). State is in stored shape (`slot_shapes`; `init_state` makes it). `apply`
+    and `apply_group` return steps and full-shape slots as the rule computes them: values
+    the rule leaves scalar are not broadcast (`__call__` and `call_group` broadcast them, as
     the interpreter does). `bind`, `prepare` and `apply` take one value per hyperparameter;
-    `__call__` also accepts per-replica hyperparameters (``[R]`` tensors), for which it
-    compiles a variant of the kernel.
+    `__call__` and `call_group` also accept per-replica hyperparameters (``[R]`` tensors),
+    for which they compile a variant of the kernel.
+
+    `needs` names the context inputs the rule reads (`dsl.needs`), `passes` a step's cost in
+    forward-and-backward passes, `grouped` whether it needs the whole group at once.
     """
 
     def __init__(self, program: Program):
         self.program = program
         self.n_state = len(program.state)
-        self._variants: dict[frozenset[str], tuple[_Plan, dict[str, Any]]] = {}
-        plan, namespace = self._variant(frozenset())
-        self.source = plan.source
-        self.elementwise = plan.elementwise
+        self._variants: dict[frozenset[str], tuple[Plan, dict[str, Any]]] = {}
+        p, namespace = self._variant(frozenset())
+        self.source = p.source
+        self.grouped = p.grouped
+        self.elementwise = p.elementwise
+        self.slot_shapes: tuple[SlotShape, ...] = p.slot_shapes
+        self.needs = needs(program)
+        self.passes = passes_per_step(program)
         self._bind: Callable = namespace["bind"]
         self.prepare: Callable = namespace["prepare"]
-        self.apply: Callable = namespace["apply"]
+        self.apply: Callable | None = namespace.get("apply")
+        self.apply_group: Callable | None = namespace.get("apply_group")
 
-    def _variant(self, per_replica: frozenset[str]) -> tuple[_Plan, dict[str, Any]]:
+    def _variant(self, per_replica: frozenset[str]) -> tuple[Plan, dict[str, Any]]:
         if per_replica not in self._variants:
-            plan = _plan(self.program, per_replica)
-            # Only torch and the op table's implementations: the generated code needs nothing
-            # else, and no builtins means a mistake in it cannot reach anything else.
+            code = plan(self.program, per_replica)
+            # Only torch, the op table's implementations and the few helpers above: the
+            # generated code needs nothing else, and no builtins means a mistake in it
+            # cannot reach anything else.
             namespace: dict[str, Any] = {"__builtins__": {}, "torch": torch,
-                                         "CONSTANTS": plan.constants}
+                                         "CONSTANTS": code.constants, **_RUNTIME}
+            namespace.update({k: partial(f, rule=self.program.name)
+                              for k, f in _NAMING.items()})
             namespace.update({f"op_{name}": op.torch_fn for name, op in OPS.items()})
-            exec(compile(plan.source, f"<kernel {self.program.name}>", "exec"), namespace)
-            self._variants[per_replica] = (plan, namespace)
+            exec(compile(code.source, f"<kernel {self.program.name}>", "exec"), namespace)
+            self._variants[per_replica] = (code, namespace)
         return self._variants[per_replica]
 
     def _values(self, hyper: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -229,32 +202,70 @@ class Kernel:
         """Constants and hyperparameters (defaults overridden by `hyper`) as 0-d tensors."""
         return self._bind(dtype, device, self._values(hyper))
 
+    def init_state(self, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Zero state for a parameter ``[R, *shape]``, each slot in its stored shape."""
+        return tuple(slots.zeros(s, w, lead=1) for s in self.slot_shapes)
+
     @staticmethod
     def shape_lr(lr: Any, like: torch.Tensor) -> torch.Tensor:
         """`lr` (a number or R per-replica values) in the interpreter's ``lead=1`` layout."""
         x = torch.as_tensor(lr, dtype=like.dtype, device=like.device)
         if x.dim() == 1:
-            return x.reshape((like.shape[0],) + (1,) * (like.dim() - 1))
+            return x.reshape(_lead_shape(like))
         return x
 
-    def __call__(self, w: torch.Tensor, g: torch.Tensor, lr: Any, t: int | float,
-                 state: Sequence[torch.Tensor], hyper: Mapping[str, Any] | None = None,
-                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        if len(state) != self.n_state:
-            raise ValueError(f"{self.program.name} has {self.n_state} state slots, "
-                             f"got {len(state)}")
+    def full_state(self, w: torch.Tensor, new_state: Sequence[torch.Tensor]) -> tuple:
+        """`new_state` as stored: full slots broadcast to `w`'s shape (reduced ones are
+        stored already)."""
+        return tuple(n.expand(w.shape) if shape is SlotShape.FULL and n.shape != w.shape
+                     else n for n, shape in zip(new_state, self.slot_shapes))
+
+    def call_group(self, ws: Sequence[torch.Tensor], gs: Sequence[torch.Tensor], lr: Any,
+                   t: float, states: Sequence[Sequence[torch.Tensor]],
+                   hyper: Mapping[str, Any] | None = None,
+                   context: StepContext | None = None) -> tuple[list, list]:
+        """One step of the whole group: exactly ``run_group_step(..., lead=1)``."""
+        for state in states:
+            if len(state) != self.n_state:
+                raise ValueError(f"{self.program.name} has {self.n_state} state slots, "
+                                 f"got {len(state)}")
         values = self._values(hyper)
         per_replica = frozenset(h for h, v in values.items()
                                 if isinstance(v, torch.Tensor) and v.dim() == 1)
         _, ns = self._variant(per_replica)
-        bound = ns["bind"](w.dtype, w.device, values)
-        scalars = ns["prepare"](torch.as_tensor(t, dtype=w.dtype, device=w.device), bound)
-        step, new_state = ns["apply"](w, g, self.shape_lr(lr, w), tuple(state), scalars, bound)
-        outs = [o.expand(w.shape) if o.shape != w.shape else o for o in (step, *new_state)]
-        return outs[0], tuple(outs[1:])
+        w0 = ws[0]
+        bound = ns["bind"](w0.dtype, w0.device, values)
+        scalars = ns["prepare"](torch.as_tensor(t, dtype=w0.dtype, device=w0.device), bound)
+        lrs = [self.shape_lr(lr, w) for w in ws]
+        if self.grouped:
+            steps, new_states = ns["apply_group"](list(ws), list(gs), lrs,
+                                                  [tuple(s) for s in states], scalars, bound,
+                                                  context)
+        else:
+            ctx = context or StepContext()
+            losses = None if ctx.loss is None else _group_loss(ctx, ws, self.program.name)
+            hess = ctx.hess
+            steps, new_states = [], []
+            for i, (w, g, state) in enumerate(zip(ws, gs, states)):
+                step, new = ns["apply"](w, g, lrs[i], tuple(state), scalars, bound,
+                                        None if losses is None else losses[i],
+                                        None if hess is None else hess[i])
+                steps.append(step)
+                new_states.append(new)
+        steps = [s.expand(w.shape) if s.shape != w.shape else s for s, w in zip(steps, ws)]
+        return steps, [self.full_state(w, new) for w, new in zip(ws, new_states)]
+
+    def __call__(self, w: torch.Tensor, g: torch.Tensor, lr: Any, t: float,
+                 state: Sequence[torch.Tensor], hyper: Mapping[str, Any] | None = None,
+                 context: StepContext | None = None,
+                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """A group of one: exactly ``run_step(..., lead=1)``."""
+        steps, states = self.call_group([w], [g], lr, t, [state], hyper, context)
+        return steps[0], states[0]
 
     def __repr__(self) -> str:
-        return f"<Kernel {self.program.name} elementwise={self.elementwise}>"
+        return (f"<Kernel {self.program.name} elementwise={self.elementwise} "
+                f"grouped={self.grouped}>")
 
 
 def compile_kernel(program: Program) -> Kernel:

@@ -46,7 +46,9 @@ _WORKER = {"device": None}
 @dataclass(frozen=True)
 class Job:
     """Train `program` on `task`. `hyper` overrides hyperparameter defaults (a sorted tuple
-    of pairs, to stay hashable); `time_budget_s` overrides the task's budget; `device` None
+    of pairs, to stay hashable); `time_budget_s` overrides the task's budget (either is a
+    one-pass rule's: a rule is given it times its passes per step, `Kernel.passes`, as
+    curvature and second-gradient steps cost more passes); `device` None
     means the worker's pinned device (CPU outside a pool); `record_every` > 0 records
     validation-loss curves (`evaluators.trainer.train_replicas`)."""
 
@@ -116,7 +118,9 @@ def run_job(job: Job) -> TaskRun:
     problem = build_problem(task.model, task.model_kwargs, task.data, task.data_args,
                             torch.device(device))
     built_s = time.perf_counter() - start
-    budget = task.time_budget_s if job.time_budget_s is None else job.time_budget_s
+    # a plain rule's budget, times the passes per step of this one (`Kernel.passes`)
+    budget = (task.time_budget_s if job.time_budget_s is None else job.time_budget_s) \
+        * kernel.passes
 
     def train(lrs: tuple[float, ...], time_budget_s: float) -> TaskRun:
         return train_replicas(task, kernel, lrs, task.seeds, device=device,
@@ -142,6 +146,7 @@ def run_group(job: GroupJob) -> tuple[TaskRun, ...]:
                             torch.device(device))
     built_s = (time.perf_counter() - start) / max(1, len(kernels))
     budget = task.time_budget_s if job.time_budget_s is None else job.time_budget_s
+    budgets = {i: budget * k.passes for i, k in kernels.items()}  # as `run_job` scales it
     hyper = dict(job.hyper) or None
     size = chunk_size(task, device, len(kernels))
 
@@ -156,7 +161,7 @@ def run_group(job: GroupJob) -> tuple[TaskRun, ...]:
             out.update((i, run) for (i, _, _), run in zip(part, trained))
         return out
 
-    grown = train([(i, tuple(task.lrs), budget) for i in kernels])
+    grown = train([(i, tuple(task.lrs), budgets[i]) for i in kernels])
     # `extend_lr_grid`, round by round for every program at once.
     added = {i: {-1: 0, 1: 0} for i in kernels}
     done: set[int] = set()
@@ -165,7 +170,7 @@ def run_group(job: GroupJob) -> tuple[TaskRun, ...]:
         for i, run in grown.items():
             side = improving_end(run) if i not in done else 0
             n = min(LR_EXTENSION_STEP, task.lr_extension - added[i][side]) if side else 0
-            left = budget - run.wall_time
+            left = budgets[i] - run.wall_time
             if n <= 0 or left <= 0:
                 done.add(i)
                 continue

@@ -48,6 +48,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator
 from joblib.externals import loky
 from joblib.externals.loky.process_executor import BrokenProcessPool
 
+from ..dsl.needs import passes_per_step
 from .jobs import GroupJob, Job, failed_runs, init_worker, run_job, run_work
 from .scoring import EvaluationError
 from .trainer import Status, TaskRun
@@ -434,8 +435,16 @@ class EvaluatorPool:
 
 def _default_hard_limit(job: Job | GroupJob) -> float:
     """Twice the job's time budget plus 30 s; a group job's budget is the sum of its
-    programs' (each is charged its share of the group's time)."""
+    programs' (each is charged its share of the group's time); a program's budget is
+    scaled by its passes per step (`dsl.needs.passes_per_step`), as the trainer scales it."""
     budget = job.time_budget_s if job.time_budget_s is not None else job.task.time_budget_s
-    if isinstance(job, GroupJob):
-        budget *= len(job.programs)
+    programs = job.programs if isinstance(job, GroupJob) else (job.program,)
+    budget *= sum(_passes(p) for p in programs)  # each scaled by its passes per step
     return 2 * budget + 30.0
+
+
+def _passes(program) -> int:
+    try:
+        return passes_per_step(program)
+    except Exception:  # noqa: BLE001 - a broken program fails in its job, at one pass
+        return 1

@@ -13,9 +13,11 @@ Isolation: what one member does never changes another member's numbers.
 * Its failures are its own: a row that goes NaN or blows up is frozen and dropped as alone;
   an exception from its rule (in `bind`, `prepare` or `apply`) fails its rows with
   ``error`` and drops them; the others go on.
-* Its time budget is its own: each member is charged the time of its own rule calls plus a
-  share of the shared forward/backward in proportion to its rows, and times out alone when
-  that passes its budget. With one member this is the wall clock since training began, as
+* Its time budget is its own: each member is charged the time of its own rule calls (a
+  second gradient, `grad_at`, included) plus a share of the shared forward/backward in
+  proportion to its rows (the Hessian estimate: shared by the members that read it only),
+  and times out alone when that passes its budget (the task's, times its rule's passes per
+  step, as alone). With one member this is the wall clock since training began, as
   `train_replicas` counts it.
 * Something that fails for the whole batch (an exception in the shared forward/backward,
   say out of memory) is nobody's fault: every member is then trained again alone.
@@ -36,6 +38,8 @@ from typing import Any
 import torch
 
 from .models import Problem, build_problem
+from .rule_step import apply_rule, initial_state, next_state, step_context
+from .step_inputs import Probes, features, hessian, loss_and_grads
 from .tasks import Task
 from .trainer import (
     DIVERGENCE_FACTOR,
@@ -44,8 +48,8 @@ from .trainer import (
     _Batch,
     _by_rate,
     _describe,
-    _next_state,
     seeded_start,
+    stream_seed,
 )
 
 __all__ = ["Member", "train_population"]
@@ -95,8 +99,9 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
     sizes = [len(x) * n_seed for x in lrs]
     base = [sum(sizes[:m]) for m in range(len(members))]  # first row of each member
     n = sum(sizes)
-    budgets = [task.time_budget_s if m.time_budget_s is None else m.time_budget_s
-               for m in members]
+    feats = [features(m.kernel) for m in members]
+    budgets = [task.time_budget_s * f.passes if m.time_budget_s is None else m.time_budget_s
+               for m, f in zip(members, feats)]
     start = clock()
     columns, plans = seeded_start(problem, task, seeds)
     seed_of = torch.cat([torch.arange(r) % n_seed for r in sizes])
@@ -108,6 +113,8 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
         plan=torch.stack(plans, dim=1)[:, seed_of].to(device),
         ids=torch.arange(n, device=device))
     owner = [m for m, r in enumerate(sizes) for _ in range(r)]  # member of each row id
+    probes = Probes(lambda s: stream_seed(task.name, s, "hutchinson"), seeds,
+                    batch.shapes) if any(f.hess for f in feats) else None
     counts = list(sizes)  # rows of each member still training
     status = [Status.OK] * n
     final = [float("nan")] * n
@@ -169,8 +176,7 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
         lo += counts[m]
         if counts[m]:
             targets = [batch.flat[rows]] if flat_mode[m] else [v[rows] for v in batch.views]
-            states[m] = [tuple(torch.zeros_like(t) for _ in range(member.kernel.n_state))
-                         for t in targets]
+            states[m] = [initial_state(member.kernel, t) for t in targets]
 
     check_every = 1 if device.type == "cpu" else 8
     t_values = torch.arange(1, task.steps + 1, dtype=torch.float32, device=device)
@@ -194,8 +200,16 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
         if not any(counts):
             break
         try:
-            losses = problem.loss(batch.leaves, batch.plan[k])
-            grads = torch.autograd.grad(losses.sum(), batch.leaves)
+            readers = [m for m in range(len(members)) if counts[m] and feats[m].hess]
+            z = probes.for_rows(k, seed_of[batch.ids.cpu()], device) if readers else None
+            losses, grads, hess = loss_and_grads(problem, batch.leaves, batch.plan[k])
+            if readers:  # timed apart: the members that read it pay for it
+                began = clock()
+                hess = hessian(problem, batch.leaves, batch.plan[k], z)
+                took = clock() - began
+                share = sum(counts[m] for m in readers)
+                for m in readers:
+                    own[m] += took * counts[m] / share
             with torch.no_grad():
                 if k % check_every == 0:
                     lv = losses.detach()
@@ -206,6 +220,8 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
                         mark(batch.ids[~ok & ~nan].tolist(), Status.DIVERGED)
                         keep(ok)
                         grads = [g[ok] for g in grads]
+                        losses = losses[ok]
+                        hess = None if hess is None else [h[ok] for h in hess]
                 lr = batch.lr * lr_factors[k]
                 t = t_values[k]
         except Exception as e:
@@ -230,14 +246,15 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
                     continue
                 began = clock()
                 try:
+                    context = step_context(feats[m], problem, batch, k, losses, hess, rows)
                     _update(member.kernel, batch, rows, grads, g_flat, lr, lr_col,
-                            states[m], bounds[m], flat_mode[m], t)
+                            states[m], bounds[m], flat_mode[m], t, context)
                     steps[m] = k + 1
                 except Exception as e:  # noqa: BLE001 - whatever the rule raises is its own
                     errors[m] = _describe(e)
                     mark(batch.ids[rows].tolist(), Status.ERROR)
                     failed.add(m)
-                own[m] = clock() - began
+                own[m] += clock() - began
         drop(failed)
         if record_every and k + 1 < task.steps and (k + 1) % record_every == 0 and any(counts):
             point = _checkpoint(problem, batch, n)
@@ -280,24 +297,22 @@ def _train(task, members, device, clock, problem, record_every, built) -> list[T
 
 
 def _update(kernel, batch: _Batch, rows: slice, grads, g_flat, lr: torch.Tensor,
-            lr_col: torch.Tensor, states, bound, flat_mode: bool, t: torch.Tensor) -> None:
+            lr_col: torch.Tensor, states, bound, flat_mode: bool, t: torch.Tensor,
+            context) -> None:
     """One step of one member's rule on its rows, as `_Batch.update` does it alone: the
     same operands (shapes, strides, values), from slices of the batch's tensors."""
     scalars = kernel.prepare(t, bound)
-    if flat_mode:
+    if flat_mode and (context is None or context.hess is None):
         w = batch.flat[rows]
+        loss = None if context is None or context.loss is None else context.loss.view(-1, 1)
         step, new_state = kernel.apply(w, g_flat[rows], lr_col[rows], states[0], scalars,
-                                       bound)
-        states[0] = _next_state(w, new_state)
+                                       bound, loss, None)
+        states[0] = next_state(w, new_state)
         w.sub_(step)
         return
-    lr = lr[rows]
-    for i, (v, g) in enumerate(zip(batch.views, grads)):
-        w = v[rows]
-        step, new_state = kernel.apply(w, g[rows], _Batch.lr_for(lr, w), states[i], scalars,
-                                       bound)
-        states[i] = _next_state(w, new_state)
-        w.sub_(step)
+    apply_rule(kernel, batch.flat[rows] if flat_mode else None,
+               [v[rows] for v in batch.views], [g[rows] for g in grads], lr[rows], states,
+               scalars, bound, context)
 
 
 def _checkpoint(problem: Problem, batch: _Batch, n: int) -> list[float]:

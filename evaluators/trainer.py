@@ -10,6 +10,12 @@ of a column range of it, made an autograd leaf, so that
   call on ``[R, P]``; other rules (norms, trust ratios, `orth`) get one call per parameter
   tensor, with reductions over each replica's own tensor.
 
+A rule that reads more than its gradient (issue #16) gets it from here, computed only when
+it reads it (`evaluators.step_inputs`): each replica's loss, a Hutchinson Hessian estimate
+(probes from its seed's own stream), a second gradient at ``w + e`` (`grad_at`), and a rule
+with whole-model reductions runs once per step on the whole model (`Kernel.grouped`). Its
+time budget is the task's times its passes per step (`Kernel.passes`).
+
 A replica that goes wrong is frozen where it stands (its parameters and state stop
 changing) and marked, while the others go on:
 
@@ -41,11 +47,22 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from ..dsl.context import StepContext
 from .models import Problem, build_problem
+from .rule_step import apply_rule, initial_state, step_context
+from .step_inputs import Probes, features, loss_and_grads
 from .tasks import Task
 
-__all__ = ["Status", "TaskRun", "train_task", "train_replicas", "merge_runs",
-           "TRAINER_VERSION", "DIVERGENCE_FACTOR", "stream_seed"]
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "TRAINER_VERSION",
+    "Status",
+    "TaskRun",
+    "merge_runs",
+    "stream_seed",
+    "train_replicas",
+    "train_task",
+]
 
 # Bump when a change to this module changes what a run computes: it is part of every suite
 # version, so cached baselines are recomputed.
@@ -143,7 +160,13 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
     `kernel` (a `dsl.kernel.Kernel`: `bind`, `prepare`, `apply`, `elementwise`, `n_state`),
     each at its peak rate times the task's schedule (`evaluators.schedules`).
 
-    `time_budget_s` overrides the task's budget; `problem` reuses an already built problem
+    A rule that reads more than its gradient (`Kernel.needs`: the loss, a Hessian
+    estimate, a second gradient) gets it computed here (`evaluators.step_inputs`); the
+    task's time budget is scaled by the rule's passes per step (`Kernel.passes`:
+    `dsl.needs.passes_per_step`), since each step costs that many forward-and-backward
+    passes.
+
+    `time_budget_s` overrides the (scaled) task budget; `problem` reuses an already built problem
     (it must be `task`'s, on `device`). `record_every` > 0 records every replica's
     validation loss each `record_every` steps and at the end (`TaskRun.curve`, one
     validation pass each). Raises only for a broken task (unknown model, missing data);
@@ -151,7 +174,8 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
     """
     built = clock()
     device = torch.device(device)
-    budget = task.time_budget_s if time_budget_s is None else time_budget_s
+    feats = features(kernel)
+    budget = task.time_budget_s * feats.passes if time_budget_s is None else time_budget_s
     lrs, seeds = tuple(float(x) for x in lrs), tuple(int(s) for s in seeds)
     n_lr, n_seed = len(lrs), len(seeds)
     r = n_lr * n_seed
@@ -169,6 +193,8 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
         lr=torch.tensor(lrs, dtype=torch.float32, device=device).repeat_interleave(n_seed),
         plan=torch.stack(plans, dim=1)[:, seed_of].to(device),  # [steps, R, ...]
         ids=torch.arange(r, device=device))
+    probes = Probes(lambda s: stream_seed(task.name, s, "hutchinson"), seeds,
+                    batch.shapes) if feats.hess else None
 
     status = [Status.OK] * r
     final = [float("nan")] * r
@@ -198,15 +224,15 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
     curve: list[tuple[int, list[float]]] = []
     flat_mode = kernel.elementwise
     if batch is not None:
-        batch.init_state(kernel.n_state, flat_mode)
+        batch.init_state(kernel, flat_mode)
     for k in range(task.steps if batch is not None else 0):
         if clock() - start > budget:
             mark(None, Status.TIMEOUT)
             batch = None
             break
         try:
-            losses = problem.loss(batch.leaves, batch.plan[k])
-            grads = torch.autograd.grad(losses.sum(), batch.leaves)
+            z = probes.for_rows(k, batch.ids.cpu() % n_seed, device) if feats.hess else None
+            losses, grads, hess = loss_and_grads(problem, batch.leaves, batch.plan[k], z)
             with torch.no_grad():
                 if k % check_every == 0:
                     lv = losses.detach()
@@ -220,8 +246,11 @@ def train_replicas(task: Task, kernel, lrs: Sequence[float], seeds: Sequence[int
                             break
                         batch.keep(ok)
                         grads = [g[ok] for g in grads]
+                        losses = losses[ok]
+                        hess = None if hess is None else [h[ok] for h in hess]
                 scalars = kernel.prepare(t_values[k], bound)
-                batch.update(kernel, grads, scalars, bound, flat_mode, lr_factors[k])
+                batch.update(kernel, grads, scalars, bound, flat_mode, lr_factors[k],
+                             step_context(feats, problem, batch, k, losses, hess))
             steps_run = k + 1
             if record_every and steps_run % record_every == 0 and steps_run < task.steps:
                 curve.append((steps_run, _checkpoint(problem, batch, r)))
@@ -311,27 +340,19 @@ class _Batch:
         # Leaves share the flat buffer's memory: gradients come per tensor, updates in place.
         self.leaves = [v.detach().requires_grad_() for v in self.views]
 
-    def init_state(self, n_state: int, flat_mode: bool) -> None:
+    def init_state(self, kernel, flat_mode: bool) -> None:
         targets = [self.flat] if flat_mode else self.views
-        self.states = [tuple(torch.zeros_like(t) for _ in range(n_state)) for t in targets]
+        self.states = [initial_state(kernel, t) for t in targets]
 
     @staticmethod
     def lr_for(lr: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return lr.view((w.shape[0],) + (1,) * (w.dim() - 1))
 
     def update(self, kernel, grads, scalars, bound, flat_mode: bool,
-               lr_factor: torch.Tensor) -> None:
-        n = self.flat.shape[0]
+               lr_factor: torch.Tensor, context: StepContext | None = None) -> None:
         lr = self.lr * lr_factor  # this step's scheduled rate of every replica
-        if flat_mode:
-            pairs = [(self.flat, torch.cat([g.reshape(n, -1) for g in grads], dim=1))]
-        else:
-            pairs = list(zip(self.views, grads))
-        for i, (w, g) in enumerate(pairs):
-            step, new_state = kernel.apply(w, g, self.lr_for(lr, w), self.states[i], scalars,
-                                           bound)
-            self.states[i] = _next_state(w, new_state)
-            w.sub_(step)
+        apply_rule(kernel, self.flat if flat_mode else None, self.views, grads, lr,
+                   self.states, scalars, bound, context)
 
     def keep(self, mask: torch.Tensor) -> None:
         idx = mask.nonzero().squeeze(1)
@@ -342,17 +363,6 @@ class _Batch:
         self.reference = self.reference.index_select(0, idx)
         self.states = [tuple(s.index_select(0, idx) for s in slot) for slot in self.states]
         self._views()
-
-
-def _next_state(w: torch.Tensor, new: tuple) -> tuple:
-    out = []
-    for n in new:
-        if n is w:  # a rule that stores w itself: keep a copy, w is updated in place
-            n = n.clone()
-        elif n.shape != w.shape:  # a state the rule left scalar
-            n = n.expand(w.shape)
-        out.append(n)
-    return tuple(out)
 
 
 def _describe(e: BaseException) -> str:

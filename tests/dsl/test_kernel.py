@@ -9,45 +9,26 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from optforge.dsl.interpreter import init_state, run_step
 from optforge.dsl.ir import Program, Stmt
-from optforge.dsl.kernel import Kernel, compile_kernel, kernel_source
+from optforge.dsl.kernel import RUNTIME_NAMES, Kernel, compile_kernel, kernel_source
 from optforge.dsl.ops import OPS, OpKind
 
 from optforge import dsl, seeds
 
 from .strategies import ALL_OPS, MATRIX_OPS, REDUCTION_OPS, programs
+from .test_kernel_group import R, kernel_context, run_group_both
 
-R = 3
 SHAPES = [(6,), (4, 3), (2, 5), (3, 2, 2)]
 FAST = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
-def assert_identical(a: torch.Tensor, b: torch.Tensor) -> None:
-    assert a.shape == b.shape and a.dtype == b.dtype
-    same = (a == b) | (torch.isnan(a) & torch.isnan(b))
-    assert bool(same.all()), f"max difference {(a - b).abs().nan_to_num().max()}"
-
-
 def run_both(p: Program, shape, dtype, steps=3, lr=None, hyper=None, seed=0):
     """Run `p` for `steps` steps with the interpreter and with the kernel from the same
-    parameter, comparing step and state after every step."""
-    gen = torch.Generator().manual_seed(seed)
-    w = torch.randn((R,) + shape, generator=gen, dtype=dtype)
-    lr = torch.tensor([0.01, 0.1, 0.03], dtype=dtype) if lr is None else lr
-    kernel = compile_kernel(p)
-    s_ref = s_ker = dsl.init_state(p, w)
-    for t in range(1, steps + 1):
-        g = (torch.rand(w.shape, generator=gen, dtype=dtype) + 0.5) * w \
-            + 0.1 * torch.randn(w.shape, generator=gen, dtype=dtype)
-        step_ref, s_ref = dsl.run_step(p, w, g, lr, t, s_ref, hyper, lead=1)
-        step_ker, s_ker = kernel(w, g, lr, t, s_ker, hyper)
-        assert_identical(step_ker, step_ref)
-        assert len(s_ker) == len(s_ref)
-        for a, b in zip(s_ker, s_ref):
-            assert_identical(a, b)
-        w = w - step_ref
-    return kernel
+    parameter, comparing step and state after every step (a group of one, with every
+    context input supplied: `kernel_context` in test_kernel_group)."""
+    return run_group_both(p, [shape], dtype, steps, lr, hyper, seed)
 
 
 # ---- every op, every argument kind ---------------------------------------------------------
@@ -68,7 +49,7 @@ def test_every_op_on_tensors_and_scalars(op, dtype):
     arity = OPS[op].arity
     kind_sets = [("tensor",) * arity, ("g",) + ("hyper",) * (arity - 1),
                  ("tensor",) + ("t",) * (arity - 1), ("g",) + ("lr",) * (arity - 1)]
-    if OPS[op].kind is not OpKind.MATRIX:  # matrix ops need a tensor argument (checker)
+    if OPS[op].kind not in (OpKind.MATRIX, OpKind.GRADIENT):  # they need a tensor (checker)
         kind_sets += [("hyper",) * arity, ("lr",) * arity, ("t",) + ("hyper",) * (arity - 1)]
     for kinds in kind_sets:
         p = _one_op_program(op, kinds)
@@ -102,7 +83,7 @@ def test_unknown_hyperparameter_is_rejected_like_the_interpreter():
     kernel = compile_kernel(seeds.load_seed("adamw"))
     w = torch.zeros(R, 2)
     with pytest.raises(ValueError, match="no hyperparameter 'beta3'"):
-        kernel(w, w, 0.1, 1, dsl.init_state(kernel.program, w), {"beta3": 0.5})
+        kernel(w, w, 0.1, 1, init_state(kernel.program, w, lead=1), {"beta3": 0.5})
 
 
 # ---- random programs ------------------------------------------------------------------------
@@ -127,8 +108,9 @@ def test_unchecked_programs_agree_too(p, seed):
     except Exception as e:  # noqa: BLE001 - then the interpreter must fail as well
         w = torch.randn(R, 4, 3, dtype=torch.float64)
         with pytest.raises(type(e)):
-            dsl.run_step(p, w, w, torch.ones(R, dtype=torch.float64), 1,
-                         dsl.init_state(p, w), lead=1)
+            run_step(p, w, w, torch.ones(R, dtype=torch.float64), 1,
+                         init_state(p, w, lead=1), lead=1,
+                         context=kernel_context([w], 1, torch.Generator().manual_seed(0)))
 
 
 # ---- the kernel's own contract ----------------------------------------------------------------
@@ -189,7 +171,8 @@ def test_the_namespace_has_no_builtins():
     _, namespace = kernel._variant(frozenset())
     assert namespace["__builtins__"] == {}
     assert set(namespace) - {"__builtins__"} == ({"torch", "CONSTANTS", "bind", "prepare",
-                                                  "apply"} | {f"op_{n}" for n in OPS})
+                                                  "apply"} | {f"op_{n}" for n in OPS}
+                                                 | set(RUNTIME_NAMES))
 
 
 def test_constants_that_are_not_python_literals():

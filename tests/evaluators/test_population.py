@@ -37,6 +37,27 @@ from .helpers import EXPLODING_RULE, NAN_RULE, renamed, rule, same_floats, torch
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SGD_SLOW = "def sgd_slow(w, g, lr, t):\n    return 0.001 * lr * g\n"
+# rules reading more than their gradient (issue #16): a second gradient, a Hessian estimate,
+# the loss, a whole-model norm and factored state
+SAM = ("def sam(w, g, lr, t, rho=0.05):\n"
+       "    e = rho * g / (global_norm(g) + 1e-12)\n"
+       "    return lr * grad_at(e)\n")
+ADAHESSIAN = ("def adahessian(w, g, lr, t, m, v, b1=0.9, b2=0.999):\n"
+              "    m = interp(g, m, b1)\n"
+              "    v = interp(hess * hess, v, b2)\n"
+              "    return lr * m / (sqrt(v) + 1e-8), m, v\n")
+POLYAK = ("def polyak(w, g, lr, t, m, beta=0.9):\n"
+          "    m = interp(g, m, beta)\n"
+          "    return lr * min(loss, 1) * m, m\n")
+CLIPPED = ("def clipped(w, g, lr, t, m, beta=0.9):\n"
+           "    m = interp(g * min(1, 1 / (global_norm(g) + 1e-6)), m, beta)\n"
+           "    return lr * m, m\n")
+FACTORED = ("def factored(w, g, lr, t, r: row, c: col, b=0.9):\n"
+            "    r = interp(row_mean(g * g), r, b)\n"
+            "    c = interp(col_mean(g * g), c, b)\n"
+            "    return lr * g * rsqrt(sqrt(r * c) + 1e-8), r, c\n")
+CONTEXT_RULES = (SAM, ADAHESSIAN, POLYAK, CLIPPED, FACTORED)
+CONTEXT_NAMES = {"sam", "adahessian", "polyak", "clipped", "factored"}
 STEPS = 40  # the stage-1 tasks' models, data and batches, over fewer steps
 
 
@@ -82,7 +103,8 @@ def members():
         ("timeout", adamw, None, 0.0),
         ("bad_hyper", adamw, {"no_such": 1.0}, None),
         ("lion", compile_kernel(seeds.load_seed("lion")), {"beta1": 0.8}, None),
-    ]
+    ] + [(src.split("(")[0][4:], compile_kernel(rule(src)), None, None)
+         for src in CONTEXT_RULES]
 
 
 @pytest.mark.parametrize("task_name", [t.name for t in suite_named("small").tasks])
@@ -98,6 +120,8 @@ def test_a_batch_of_candidates_trains_each_exactly_as_alone(task_name):
         alone = train_replicas(task, kernel, task.lrs, task.seeds, hyper=hyper,
                                time_budget_s=budget, problem=problem, record_every=10)
         assert same_run(run, alone), name
+        if name in CONTEXT_NAMES:  # they trained (not an error run equal to an error run)
+            assert run.error is None and Status.OK.value in run.replica_statuses, name
         statuses |= set(run.replica_statuses)
     # the batch held every kind of failure beside the healthy runs
     assert {"ok", "diverged", "nan", "error", "timeout"} <= statuses

@@ -8,6 +8,7 @@ import itertools
 import math
 
 import pytest
+from optforge.dsl.context import StepContext
 from optforge.dsl.kernel import compile_kernel
 from optforge.evaluators import Status, train_replicas, train_task
 
@@ -34,8 +35,11 @@ class InterpreterKernel:
     def prepare(self, t, bound):
         return float(t)
 
-    def apply(self, w, g, lr, state, t, hyper):
-        return dsl.run_step(self.program, w, g, lr.reshape(-1), t, state, hyper, lead=1)
+    def apply(self, w, g, lr, state, t, hyper, loss=None, hess=None):
+        context = StepContext(loss=None if loss is None else loss.reshape(-1),
+                              hess=None if hess is None else [hess])
+        return dsl.run_step(self.program, w, g, lr.reshape(-1), t, state, hyper, lead=1,
+                            context=context)
 
 
 def test_same_rule_same_seeds_identical_run(tiny):
