@@ -152,17 +152,8 @@ class GroupShell(OptimizerShell):
         scalars = {}
         entries = []
         for p in group["params"]:
-            g = p.grad
+            g = self._gradient(p, index)
             if g is None:
-                continue
-            if g.is_sparse:
-                raise RuntimeError(f"{name} does not support sparse gradients "
-                                   f"(param group {index}); use dense gradients, e.g. "
-                                   f"torch.nn.Embedding(..., sparse=False)")
-            if torch.is_complex(p):
-                raise RuntimeError(f"{name} does not support complex "
-                                   f"parameters (param group {index})")
-            if p.numel() == 0:
                 continue
             state = self.state[p]
             low = p.dtype in _LOW_PRECISION

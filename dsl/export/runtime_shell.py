@@ -114,6 +114,21 @@ class OptimizerShell(torch.optim.Optimizer):
             self._step_group(index, group)
         return loss
 
+    def _gradient(self, p, index):
+        """`p`'s gradient, or None when `p` takes no step (no gradient, no entries); a
+        sparse gradient or a complex parameter is refused."""
+        g = p.grad
+        if g is None:
+            return None
+        if g.is_sparse:
+            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients "
+                               f"(param group {index}); use dense gradients, e.g. "
+                               f"torch.nn.Embedding(..., sparse=False)")
+        if torch.is_complex(p):
+            raise RuntimeError(f"{type(self).__name__} does not support complex "
+                               f"parameters (param group {index})")
+        return None if p.numel() == 0 else g
+
     def _step_group(self, index, group):
         values = [float(group["lr"]), 0.0]
         if _BETA_NAMES:
@@ -126,17 +141,8 @@ class OptimizerShell(torch.optim.Optimizer):
         scalars = {}
         buckets = {}
         for p in group["params"]:
-            g = p.grad
+            g = self._gradient(p, index)
             if g is None:
-                continue
-            if g.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients "
-                                   f"(param group {index}); use dense gradients, e.g. "
-                                   f"torch.nn.Embedding(..., sparse=False)")
-            if torch.is_complex(p):
-                raise RuntimeError(f"{type(self).__name__} does not support complex "
-                                   f"parameters (param group {index})")
-            if p.numel() == 0:
                 continue
             state = self.state[p]
             cdtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype

@@ -16,6 +16,14 @@ from optforge import dsl
 
 NAN_RULE = "def nan_rule(w, g, lr, t):\n    return lr * g * sqrt(-1.0)\n"
 EXPLODING_RULE = "def exploding(w, g, lr, t):\n    return g * 1e30\n"
+# rules reading more than their gradient (issue #16): a second gradient, a Hessian estimate
+SAM = ("def sam(w, g, lr, t, rho=0.05):\n"
+       "    e = rho * g / (global_norm(g) + 1e-12)\n"
+       "    return lr * grad_at(e)\n")
+ADAHESSIAN = ("def adahessian(w, g, lr, t, m, v, b1=0.9, b2=0.999):\n"
+              "    m = interp(g, m, b1)\n"
+              "    v = interp(hess * hess, v, b2)\n"
+              "    return lr * m / (sqrt(v) + 1e-8), m, v\n")
 
 
 def rule(source: str) -> dsl.Program:

@@ -32,20 +32,22 @@ from optforge.evaluators.trainer import train_replicas
 from optforge import seeds
 
 from .group_helpers import crashing_group_runner
-from .helpers import EXPLODING_RULE, NAN_RULE, renamed, rule, same_floats, torch_threads
+from .helpers import (
+    ADAHESSIAN,
+    EXPLODING_RULE,
+    NAN_RULE,
+    SAM,
+    renamed,
+    rule,
+    same_floats,
+    torch_threads,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SGD_SLOW = "def sgd_slow(w, g, lr, t):\n    return 0.001 * lr * g\n"
 # rules reading more than their gradient (issue #16): a second gradient, a Hessian estimate,
 # the loss, a whole-model norm and factored state
-SAM = ("def sam(w, g, lr, t, rho=0.05):\n"
-       "    e = rho * g / (global_norm(g) + 1e-12)\n"
-       "    return lr * grad_at(e)\n")
-ADAHESSIAN = ("def adahessian(w, g, lr, t, m, v, b1=0.9, b2=0.999):\n"
-              "    m = interp(g, m, b1)\n"
-              "    v = interp(hess * hess, v, b2)\n"
-              "    return lr * m / (sqrt(v) + 1e-8), m, v\n")
 POLYAK = ("def polyak(w, g, lr, t, m, beta=0.9):\n"
           "    m = interp(g, m, beta)\n"
           "    return lr * min(loss, 1) * m, m\n")

@@ -17,17 +17,10 @@ from optforge.evaluators.trainer import Status, stream_seed, train_replicas, tra
 
 from optforge import dsl
 
-from .helpers import same_floats
+from .helpers import ADAHESSIAN, SAM, same_floats
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SAM = ("def sam(w, g, lr, t, rho=0.05):\n"
-       "    e = rho * g / (global_norm(g) + 1e-12)\n"
-       "    return lr * grad_at(e)\n")
-ADAHESSIAN = ("def adahessian(w, g, lr, t, m, v, b1=0.9, b2=0.999):\n"
-              "    m = interp(g, m, b1)\n"
-              "    v = interp(hess * hess, v, b2)\n"
-              "    return lr * m / (sqrt(v) + 1e-8), m, v\n")
 
 
 def small(name: str, steps: int):
