@@ -13,9 +13,16 @@ still reads as "evaluations' worth" while a rule whose step costs more passes of
   it what it cost on stage 1 (stage 2 re-scores programs of stage 1), so a program twice
   AdamW's cost on stage 1 stays about twice on stage 2.
 
-Before an evaluation is measured (a child in flight, a stage-2 pick, a simplification
-variant), it is expected to cost the rule's known cost, `dsl.needs.passes_per_step` (1 by
-count); an evaluation without a measured time is charged that. The units and the charges
+Before an evaluation is measured it is expected to cost (1 by count):
+
+* a program trained on stage 1 before (a stage-2 pick): what stage 1 charged it;
+* any other (a child, a simplification variant): its known cost,
+  `dsl.needs.passes_per_step`, times what one pass has cost on stage 1 so far (`per_pass`:
+  children slower per pass than AdamW make the next ones expected slower too).
+
+Stage 1 takes a child only while what it has spent, what it has in flight and one pass more
+fit in its budget, so the reserve for stage 2 and the simplification is kept; an evaluation
+without a measured time is charged what it was expected to cost. The units and the charges
 are kept in the campaign's counters, so a resumed campaign charges what it charged.
 """
 
@@ -33,16 +40,48 @@ from .stages import STAGE1
 if TYPE_CHECKING:
     from .engine import Campaign
 
-__all__ = ["by_time", "expected", "charge", "settle_seeds", "note_seed", "affordable", "reference_seed"]
+__all__ = ["by_time", "expected", "per_pass", "charge", "settle_seeds", "note_seed",
+           "affordable", "reference_seed"]
 
 
 def by_time(campaign: Campaign) -> bool:
     return campaign.config.search.charge == "time"
 
 
-def expected(campaign: Campaign, program: Program) -> float:
-    """What evaluating `program` is expected to cost before it is measured."""
-    return float(passes_per_step(program)) if by_time(campaign) else 1.0
+def per_pass(campaign: Campaign) -> float:
+    """What one pass of the model has cost a stage-1 evaluation so far (1 by count, and
+    before anything is measured)."""
+    charged, passes = campaign.counters.stage1_charged
+    return charged / passes if by_time(campaign) and passes else 1.0
+
+
+def expected(campaign: Campaign, program: Program, program_id: int | None = None) -> float:
+    """What evaluating `program` (stored as `program_id`) is expected to cost before it is
+    measured: its stage-1 charge when it has one, else its passes at `per_pass`."""
+    if not by_time(campaign):
+        return 1.0
+    if program_id is not None:
+        known = _stage1_charge(campaign, program_id)
+        if known is not None:
+            return known
+    return passes_per_step(program) * per_pass(campaign)
+
+
+def _stage1_seconds(campaign: Campaign, program_id: int) -> float | None:
+    times = [e.wall_time for e in campaign.store.evaluations(campaign=campaign.id, stage=STAGE1)
+             if e.program_id == program_id and e.wall_time and e.wall_time > 0]
+    return times[-1] if times else None
+
+
+def _stage1_charge(campaign: Campaign, program_id: int) -> float | None:
+    unit = campaign.counters.units.get(campaign.config.funnel.stage1)
+    seconds = _stage1_seconds(campaign, program_id)
+    return seconds / unit if unit and seconds else None
+
+
+def _count_stage1(campaign: Campaign, cost: float, passes: int) -> None:
+    charged, total = campaign.counters.stage1_charged
+    campaign.counters.stage1_charged = [charged + cost, total + passes]
 
 
 def _measured(result: EvalResult) -> float | None:
@@ -60,11 +99,16 @@ def charge(campaign: Campaign, program: Program, result: EvalResult,
     if seconds is None:
         return expected(campaign, program)
     unit = c.units.get(result.suite)
-    if unit is None and result.suite != campaign.config.funnel.stage1:
+    stage1 = result.suite == campaign.config.funnel.stage1
+    if unit is None and not stage1:
         unit = _unit_from_stage1(campaign, program_id, seconds)
         if unit is not None:
             c.units[result.suite] = unit
-    return seconds / unit if unit else expected(campaign, program)
+    if not unit:  # a seed before the seeds phase ends: `settle_seeds` charges it again
+        return expected(campaign, program)
+    if stage1:
+        _count_stage1(campaign, seconds / unit, passes_per_step(program))
+    return seconds / unit
 
 
 def _unit_from_stage1(campaign: Campaign, program_id: int | None,
@@ -73,9 +117,8 @@ def _unit_from_stage1(campaign: Campaign, program_id: int | None,
     unit1 = campaign.counters.units.get(campaign.config.funnel.stage1)
     if program_id is None or unit1 is None:
         return None
-    times = [e.wall_time for e in campaign.store.evaluations(campaign=campaign.id, stage=STAGE1)
-             if e.program_id == program_id and e.wall_time and e.wall_time > 0]
-    return seconds * unit1 / times[-1] if times else None
+    before = _stage1_seconds(campaign, program_id)
+    return seconds * unit1 / before if before else None
 
 
 def reference_seed(campaign: Campaign) -> int:
@@ -101,6 +144,9 @@ def settle_seeds(campaign: Campaign) -> None:
     provisional = sum(float(known) for _, known in seeds.values())
     settled = sum(s / unit if s else float(known) for s, known in seeds.values())
     c.spent += settled - provisional
+    for s, known in seeds.values():
+        if s:
+            _count_stage1(campaign, s / unit, int(known))
 
 
 def note_seed(campaign: Campaign, number: int, program: Program, result: EvalResult) -> None:

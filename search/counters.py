@@ -20,6 +20,7 @@ class Counters:
     spent: float = 0.0  # the budget spent: `evaluations` by count, else by time (charging)
     units: dict = field(default_factory=dict)  # suite -> seconds of one evaluation's worth
     seed_charges: dict = field(default_factory=dict)  # seed index -> [seconds, known cost]
+    stage1_charged: list = field(default_factory=lambda: [0.0, 0])  # by time: [charge, passes]
     stage1_evaluations: int = 0
     children: int = 0  # children drawn (valid or not)
     proposed: int = 0  # valid children that reached the caches
@@ -48,6 +49,7 @@ class Counters:
         d["seed_ids"] = list(self.seed_ids)
         d["units"] = dict(self.units)
         d["seed_charges"] = {k: list(v) for k, v in self.seed_charges.items()}
+        d["stage1_charged"] = list(self.stage1_charged)
         d["recent_screens"] = list(self.recent_screens)
         d["best_score"] = None if self.best_score == -math.inf else self.best_score
         return d

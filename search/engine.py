@@ -253,11 +253,12 @@ class Campaign:
 
     # ---- children -----------------------------------------------------------------------------
     def stage1_open(self) -> bool:
-        """Whether another child may start stage 1: the budget spent and expected in flight
-        (`charging`; by count: committed + in flight) is below the stage-1 budget."""
+        """Whether another child may start stage 1: the budget spent, expected in flight and
+        one pass more (`charging`; by count: committed + in flight + 1) fit in the stage-1
+        budget."""
         expected = sum(self.in_flight_cost.get(h, 1.0) for h in self.in_flight)
-        return (not self.stop_requested
-                and self.counters.spent + expected < self.stage1_budget)
+        return (not self.stop_requested and self.counters.spent + expected
+                + charging.per_pass(self) <= self.stage1_budget + 1e-9)
 
     def start_stage1(self, child: Child) -> None:
         """Count `child` in flight on stage 1 at its expected charge."""

@@ -43,7 +43,8 @@ def stage2(campaign: Campaign, pool) -> None:
         picks = [r for r in top if r.program.id not in seed_ids][:1]
     picks = picks[:max(0, f.stage2_max - len(done))]
     picks = picks[:charging.affordable(campaign.budget_left(), (
-        charging.expected(campaign, campaign.program(r.program.id)) for r in picks))]
+        charging.expected(campaign, campaign.program(r.program.id), r.program.id)
+        for r in picks))]
     children = [Child(campaign.program(r.program.id), r.program.id, "stage2", i)
                 for i, r in enumerate(picks)]
     for child, result in campaign.evaluate(children, f.stage2, pool):

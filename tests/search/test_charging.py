@@ -113,13 +113,47 @@ def test_seeds_stopped_midway_are_charged_once(fake):
     assert again["spent"] == pytest.approx(whole["spent"])
 
 
+def slow_children(slowdown):
+    """The fake evaluator, but every child costs `slowdown` times a seed's time a pass."""
+    def evaluate(program, suite):
+        r = fake_evaluate(program, suite)
+        return replace(r, wall_time=r.wall_time * (1.0 if program.name in CONFIG.seeds
+                                                   else slowdown))
+    return evaluate
+
+
+@pytest.mark.parametrize("slowdown", [1.0, 1.7, 2.5])
+def test_stage1_keeps_the_reserve_and_the_budget_holds(monkeypatch, slowdown):
+    """Children slower a pass than AdamW: stage 1 expects the next ones as slow as those
+    measured, and a stage-2 pick costs what it did on stage 1, so stage 2 is not starved
+    and the budget is not overshot by more than the last multi-pass child's extra passes."""
+    monkeypatch.setattr(evaluation, "evaluate", slow_children(slowdown))
+    config = replace(CONFIG, budget=10, mutations=CampaignConfig().mutations,
+                     simplify=Simplify(enabled=False))
+    store, c, summary = run(config)
+    stage1 = [e for e in store.evaluations(campaign=c.id) if e.stage == STAGE1]
+    stage2 = [e for e in store.evaluations(campaign=c.id) if e.stage == STAGE2]
+    assert stage2  # the reserve held
+    per_pass = charging.per_pass(c)
+    one_pass = [e for e in stage1 if passes(store, e) == 1 and
+                store.get_program(e.program_id).name not in config.seeds]
+    if one_pass:
+        assert per_pass > 1.0 if slowdown > 1 else per_pass == pytest.approx(1.0)
+    extra = max(passes(store, e) - 1 for e in stage1) * slowdown
+    assert summary["spent"] <= config.budget + extra + 1e-9
+    if extra == 0:
+        assert summary["spent"] <= config.budget + 1e-9
+
+
 def test_known_cost_is_expected_before_measuring():
     c = Campaign.__new__(Campaign)
-    c.config = CONFIG
+    c.config, c.counters = CONFIG, Counters()
     sam = dsl.parse("def sam(w, g, lr, t):\n"
                     "    return lr * grad_at(0.05 * g / (global_norm(g) + 1e-12))\n")
     hess = dsl.parse("def h(w, g, lr, t):\n    return lr * g / (abs(hess) + 1e-8)\n")
     assert charging.expected(c, sam) == 2.0 and charging.expected(c, hess) == 3.0
+    c.counters.stage1_charged = [6.0, 4]  # stage 1 has cost 1.5 a pass so far
+    assert charging.expected(c, sam) == 3.0 and charging.per_pass(c) == 1.5
     c.config = replace(CONFIG, search=Search())
     assert charging.expected(c, sam) == 1.0
     assert charging.affordable(3.0, [1.0, 2.0, 1.0]) == 2
