@@ -96,7 +96,13 @@ def _render(e: Expr) -> tuple[str, int]:
     mine, sides = _form(op.latex, op.symbol)
     args = tuple(text if side is None else _paren(text, prec < side)
                  for (text, prec), side in zip(kids, sides))
-    return op.latex.format(*args), mine
+    return _signs(op.latex.format(*args)), mine
+
+
+def _signs(text: str) -> str:
+    """``a + -b`` as ``a - b``, ``a - -b`` as ``a + b``: a bare operand that starts with a
+    minus is a negation binding tighter than the sum around it (`_form`)."""
+    return text.replace("+ -", "- ").replace("- -", "+ ")
 
 
 def _paren(text: str, needed: bool) -> str:
@@ -116,5 +122,5 @@ def to_latex(p: Program) -> str:
         if e != s:
             rows.append(f"{latex_name(s)} &\\leftarrow {latex_expr(e)}")
     step, prec = _render(lay.returns[0])
-    rows.append(f"w &\\leftarrow w - {_paren(step, prec < SYNTAX['-'].right)}")
+    rows.append(f"w &\\leftarrow {_signs('w - ' + _paren(step, prec < SYNTAX['-'].right))}")
     return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"

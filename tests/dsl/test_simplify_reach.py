@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from optforge.dsl import simplifier
 from optforge.dsl.ir import Stmt
 from optforge.dsl.latex import to_latex
@@ -70,6 +71,20 @@ def test_latex_names_the_context_inputs():
     text = to_latex(p)
     for piece in ("\\mathcal{L}", "\\hat{H}", "n_{r}", "n_{c}", "{n}"):
         assert piece in text, text
+
+
+@pytest.mark.parametrize("body, shown", [
+    ("lr * grad_at(-0.05 * g)", "\\nabla f(w - 0.05 \\, g)"),
+    ("lr * (g + (-g) * t)", "\\left(g - g \\, t\\right)"),
+    ("lr * (g - -0.05)", "\\left(g + 0.05\\right)"),
+    ("-0.05 * g", "w &\\leftarrow w + 0.05 \\, g"),
+])
+def test_latex_writes_a_negated_operand_as_a_subtraction(body, shown):
+    """Not `w + -e`: a negation after a plus or a minus folds into the sign, which is the
+    same math (the parsed rule's interpreter agrees, so only the printing changed)."""
+    text = to_latex(dsl.parse(f"def r(w, g, lr, t):\n    return {body}\n"))
+    assert shown in text, text
+    assert "+ -" not in text and "- -" not in text
 
 
 def test_roles_see_data_inputs_as_tensors_and_shape_scalars_as_numbers():
