@@ -5,7 +5,9 @@
   2. `eliminate_dead_code`: statements whose value reaches no return go;
   3. `eliminate_dead_state`: state slots that never affect the step go, and slots that are
      never written (always zero) become the constant 0;
-  4. `simplify_algebra`: variables read once are inlined into their reader, and each
+  4. `merge_repeated_group_ops`: a whole-model op repeated on the same arguments is
+     computed once;
+  5. `simplify_algebra`: variables read once are inlined into their reader, and each
      expression is rewritten through sympy (real symbols) where that makes it cheaper, e.g.
      ``c / sqrt(c * c) -> sign(c)``, ``u + 0 * x -> u``. The context inputs are symbols
      too (`rows`, `cols`, `numel` positive integers); whole-model ops and `grad_at` stay
@@ -67,8 +69,8 @@ from .sympy_forms import context_symbols
 
 __all__ = ["MAX_EXPANDED_TERMS", "MAX_POWER", "SIMPLIFY_CPU_SECONDS", "SYMPY_SIMPLIFY_MAX_NODES",
            "Simplification", "algebra_bound", "eliminate_dead_code", "eliminate_dead_state",
-           "expanded_terms", "fold_constants", "same_behaviour", "simplify", "simplify_algebra",
-           "simplify_bounded"]
+           "expanded_terms", "fold_constants", "merge_repeated_group_ops", "same_behaviour",
+           "simplify", "simplify_algebra", "simplify_bounded"]
 
 SIMPLIFY_CPU_SECONDS = 10.0  # every seed simplifies in under 1 s
 
@@ -117,7 +119,8 @@ def _simplify(p: Program) -> Program:
 
 def _exact_passes(p: Program) -> Program:
     while True:
-        q = eliminate_dead_state(eliminate_dead_code(fold_constants(p)))
+        q = eliminate_dead_state(eliminate_dead_code(merge_repeated_group_ops(
+            fold_constants(p))))
         if q == p:
             return q
         p = q
@@ -153,6 +156,35 @@ def fold_constants(p: Program) -> Program:
     if len(body) == len(p.body) and returns == p.returns and all(
             a is b for a, b in zip(body, p.body)):
         return p
+    return renumber_temps(replace(p, body=tuple(body), returns=returns, origin=None))
+
+
+def merge_repeated_group_ops(p: Program) -> Program:
+    """A whole-model op (`global_sum`, `global_norm`) on the same arguments as an earlier
+    one, where nothing it reads was reassigned in between, is dropped: later reads take the
+    earlier value (whose name is assigned once, so it still holds it). `grad_at` is not
+    merged: an exported optimizer's closure may draw a new minibatch or dropout mask."""
+    assigned: dict[str, int] = {}
+    for s in p.body:
+        assigned[s.target] = assigned.get(s.target, 0) + 1
+    alias: dict[str, str] = {}  # a dropped statement's target -> the earlier name
+    seen: dict[tuple, str] = {}  # (op, args) of a whole-model op -> the name holding it
+    body: list[Stmt] = []
+    for s in p.body:
+        args = tuple(alias.get(a, a) if isinstance(a, str) else a for a in s.args)
+        alias.pop(s.target, None)  # reassigned: later reads see the new value
+        seen = {k: v for k, v in seen.items() if s.target not in k[1]}
+        key = (s.op, args)
+        if OPS[s.op].kind is OpKind.GLOBAL and key in seen:
+            alias[s.target] = seen[key]
+            continue
+        body.append(s if args == s.args else Stmt(s.target, s.op, args))
+        if (OPS[s.op].kind is OpKind.GLOBAL and assigned[s.target] == 1
+                and s.target not in args):
+            seen[key] = s.target
+    if len(body) == len(p.body):
+        return p
+    returns = tuple(alias.get(a, a) if isinstance(a, str) else a for a in p.returns)
     return renumber_temps(replace(p, body=tuple(body), returns=returns, origin=None))
 
 

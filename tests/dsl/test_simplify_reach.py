@@ -73,6 +73,39 @@ def test_latex_names_the_context_inputs():
         assert piece in text, text
 
 
+def test_a_repeated_whole_model_op_is_computed_once():
+    p = dsl.parse("def r(w, g, lr, t, m, mu: scalar, beta=0.9):\n"
+                  "    a = global_norm(g)\n"
+                  "    m = interp(g, m, beta)\n"
+                  "    b = global_norm(g)\n"
+                  "    c = global_norm(m)\n"
+                  "    m = m * 0.5\n"
+                  "    d = global_norm(m)\n"
+                  "    mu = global_norm(g)\n"
+                  "    return lr * (g * a / (b + 1.0) + c + d + mu), m, mu\n")
+    q = simplifier.merge_repeated_group_ops(p)
+    ops = [(s.target, s.op, s.args) for s in q.body if s.op == "global_norm"]
+    # global_norm(g) once; global_norm(m) of the two values of m, each once
+    assert ops == [("a", "global_norm", ("g",)), ("c", "global_norm", ("m",)),
+                   ("d", "global_norm", ("m",))]
+    assert q.returns[2] == "a"  # the scalar slot takes the one value
+    assert dsl.check(q).ok and simplifier.same_behaviour(p, q)
+    assert dsl.canonical_hash(q) == dsl.canonical_hash(p)
+    assert sum(s.op == "global_norm" for s in dsl.simplify(p).body) == 3
+
+
+def test_a_whole_model_op_is_not_merged_past_a_reassignment_or_into_grad_at():
+    kept = dsl.parse("def r(w, g, lr, t):\n"
+                     "    a = global_norm(g)\n"
+                     "    a = a * 2.0\n"  # the first name no longer holds the norm
+                     "    b = global_norm(g)\n"
+                     "    e = 0.01 * g\n"
+                     "    return lr * (grad_at(e) + grad_at(e)) * a / b\n")
+    q = simplifier.merge_repeated_group_ops(kept)
+    assert [s.op for s in q.body].count("global_norm") == 2
+    assert [s.op for s in q.body].count("grad_at") == 2
+
+
 @pytest.mark.parametrize("body, shown", [
     ("lr * grad_at(-0.05 * g)", "\\nabla f(w - 0.05 \\, g)"),
     ("lr * (g + (-g) * t)", "\\left(g - g \\, t\\right)"),
