@@ -31,7 +31,7 @@ def global_sum(lead: int, xs: Sequence[torch.Tensor],
     """Sum of every entry of `xs[i]` (broadcast to `params[i]`'s shape) over all i: a 0-d
     tensor (``lead=0``) or one value per replica, ``[R]`` (``lead=1``)."""
     parts = [_flat(lead, x, p).sum(dim=-1) for x, p in zip(xs, params)]
-    return torch.stack(parts).sum(dim=0)
+    return torch.stack(parts, dim=-1).sum(dim=-1)
 
 
 def global_norm(lead: int, xs: Sequence[torch.Tensor],
@@ -39,7 +39,7 @@ def global_norm(lead: int, xs: Sequence[torch.Tensor],
     """L2 norm of all the entries of `xs` together (see `global_sum`): the norm of the
     per-tensor norms."""
     parts = [torch.linalg.vector_norm(_flat(lead, x, p), dim=-1) for x, p in zip(xs, params)]
-    return torch.linalg.vector_norm(torch.stack(parts), dim=0)
+    return torch.linalg.vector_norm(torch.stack(parts, dim=-1), dim=-1)
 
 
 GLOBAL_FNS = {"global_sum": global_sum, "global_norm": global_norm}

@@ -180,13 +180,23 @@ class _Supervised(Problem):
         return _index_plan(gen, steps, batch_size, len(self.x_train))
 
     def loss(self, params, batch):
-        return self._loss(params, self.x_train[batch], self.y_train[batch])
+        return self._replicas_loss(params, self.x_train[batch], self.y_train[batch])
 
     def val_loss(self, params):
         replicas = params[0].shape[0]
         x = self.x_val.unsqueeze(0).expand(replicas, *self.x_val.shape)
         y = self.y_val.unsqueeze(0).expand(replicas, *self.y_val.shape)
-        return self._loss(params, x, y)
+        return self._replicas_loss(params, x, y)
+
+    def _replicas_loss(self, params, x, y):
+        """`_loss`, with a lone replica computed beside a detached copy of itself: torch
+        runs a batch of one along other paths (a one-row matmul, a one-group convolution)
+        that give other bits, forward and backward, and a replica's numbers must not depend
+        on how many train beside it."""
+        if params[0].shape[0] != 1:
+            return self._loss(params, x, y)
+        pair = [torch.cat([p, p.detach()]) for p in params]
+        return self._loss(pair, torch.cat([x, x]), torch.cat([y, y]))[:1]
 
     def _loss(self, params, x, y) -> Tensor:
         raise NotImplementedError

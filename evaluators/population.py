@@ -22,8 +22,10 @@ Isolation: what one member does never changes another member's numbers.
 * Something that fails for the whole batch (an exception in the shared forward/backward,
   say out of memory) is nobody's fault: every member is then trained again alone.
 
-The rows of the batch are independent (the models never mix replicas), so a member's
-TaskRun equals, bit for bit on CPU at the same thread count, the one it gets alone:
+The rows of the batch are independent (the models never mix replicas, and compute a lone
+replica as they compute one of many), so a member's TaskRun equals, bit for bit on CPU at
+one thread (a pool worker's; with more, the language models' embedding gradient is summed
+in an order that depends on the batch), the one it gets alone:
 `tests/evaluators/test_population.py` checks it on every task of the stage-1 suite. Its
 `wall_time` is its share of the batch's time (the build split evenly, the rest as above).
 """

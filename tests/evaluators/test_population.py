@@ -129,6 +129,24 @@ def test_a_batch_of_candidates_trains_each_exactly_as_alone(task_name):
     assert {"ok", "diverged", "nan", "error", "timeout"} <= statuses
 
 
+@pytest.mark.parametrize("task_name", ["logreg_cancer", "teacher_student"])
+@pytest.mark.parametrize("seed", ["sgd", "sam"])
+def test_a_member_left_with_one_row_trains_as_alone(task_name, seed):
+    """Its other rates diverge: alone it goes on as a batch of one row, in the group beside
+    another member's rows. SAM's whole-model norm and second gradient (on contiguous
+    copies of its rows) are computed for a lone row as for one of many."""
+    task = suite_named("small").task(task_name).with_(steps=STEPS)
+    problem = build_problem(task.model, task.model_kwargs, task.data, task.data_args, "cpu")
+    kernel = compile_kernel(seeds.load_seed(seed))
+    adamw = compile_kernel(seeds.load_seed("adamw"))
+    lrs = (0.01, 1e6, 1e7)
+    alone = train_replicas(task, kernel, lrs, task.seeds, problem=problem)
+    assert alone.replica_statuses.count("ok") == 1  # the two large rates diverged
+    together = train_population(task, [Member(kernel, lrs), Member(adamw, task.lrs)],
+                                problem=problem)
+    assert same_run(together[0], alone)
+
+
 def test_a_group_job_gives_each_candidate_its_own_job_run():
     """Learning-rate grid extension included: a rule that wants larger rates than the grid
     has is extended in rounds beside rules that need no extension."""
