@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
-from optforge.dsl.ir import INPUTS, Arg, Program, Stmt, renumber_temps, temp_name
+from optforge.dsl.ir import INPUTS, Arg, Program, Stmt, temp_name
 from optforge.dsl.ops import OPS
 from optforge.dsl.simplifier import eliminate_dead_code
 
@@ -34,6 +34,7 @@ from optforge import dsl
 
 from . import mutation_defaults
 from .mutation_defaults import DEFAULT_WEIGHTS, Limits
+from .program_edits import fresh_name, rebuild
 from .reach_mutations import REACH_MUTATIONS
 
 __all__ = ["Limits", "MUTATIONS", "DEFAULT_WEIGHTS", "MutationResult", "mutate",
@@ -109,20 +110,6 @@ def _random_arg(p: Program, index: int, rng: np.random.Generator) -> Arg:
     return str(rng.choice(names))
 
 
-def _fresh_name(p: Program, stem: str) -> str:
-    used = set(p.params) | {s.target for s in p.body}
-    k = 1
-    while f"{stem}{k}" in used:
-        k += 1
-    return f"{stem}{k}"
-
-
-def _rebuild(p: Program, body, returns=None, **changes) -> Program:
-    q = replace(p, body=tuple(body), returns=tuple(p.returns if returns is None else returns),
-                origin=None, **changes)
-    return renumber_temps(q)
-
-
 def _substitute_reads(p: Program, start: int, name: str, value: Arg) -> tuple[list, list]:
     """Body and returns with reads of `name` from statement `start` on replaced by `value`,
     up to (and including the arguments of) the next statement that reassigns `name`."""
@@ -162,7 +149,7 @@ def insert_statement(p: Program, rng: np.random.Generator, limits: Limits) -> Pr
                                                  for j, a in enumerate(s.args)))
     else:
         returns[k] = new.target
-    return _rebuild(p, body, returns)
+    return rebuild(p, body, returns)
 
 
 def bypass_statement(p: Program, i: int, k: int) -> Program:
@@ -174,7 +161,7 @@ def bypass_statement(p: Program, i: int, k: int) -> Program:
     else:
         body, returns = _substitute_reads(p, i + 1, s.target, replacement)
     del body[i]
-    return _rebuild(p, body, returns)
+    return rebuild(p, body, returns)
 
 
 def delete_statement(p: Program, rng: np.random.Generator, limits: Limits) -> Program | None:
@@ -194,7 +181,7 @@ def change_op(p: Program, rng: np.random.Generator, limits: Limits) -> Program |
         return None
     body = list(p.body)
     body[i] = Stmt(s.target, op, s.args)
-    return _rebuild(p, body)
+    return rebuild(p, body)
 
 
 def change_argument(p: Program, rng: np.random.Generator, limits: Limits) -> Program | None:
@@ -207,7 +194,7 @@ def change_argument(p: Program, rng: np.random.Generator, limits: Limits) -> Pro
     args[k] = _random_arg(p, i, rng)
     body = list(p.body)
     body[i] = Stmt(s.target, s.op, tuple(args))
-    return _rebuild(p, body)
+    return rebuild(p, body)
 
 
 def _constant_sites(p: Program) -> list[tuple[str, int, int]]:
@@ -226,7 +213,7 @@ def _set_constant(p: Program, site: tuple[str, int, int], value: float) -> Progr
     body = list(p.body)
     s = body[i]
     body[i] = Stmt(s.target, s.op, tuple(value if j == k else a for j, a in enumerate(s.args)))
-    return _rebuild(p, body)
+    return rebuild(p, body)
 
 
 def _get_constant(p: Program, site: tuple[str, int, int]) -> float:
@@ -260,7 +247,7 @@ def redraw_constant(p: Program, rng: np.random.Generator, limits: Limits) -> Pro
 def add_state(p: Program, rng: np.random.Generator, limits: Limits) -> Program | None:
     if len(p.state) >= limits.max_state:
         return None
-    name = _fresh_name(p, "s")
+    name = fresh_name(p, "s")
     # the new slot tracks a moving average of some tensor value, and one read sees it
     reads = [(i, k) for i, s in enumerate(p.body) for k, a in enumerate(s.args)]
     if not reads:
@@ -275,7 +262,7 @@ def add_state(p: Program, rng: np.random.Generator, limits: Limits) -> Program |
     s = body[i + 1]
     body[i + 1] = Stmt(s.target, s.op, tuple(name if j == k else a for j, a in enumerate(s.args)))
     returns = list(p.returns) + [name]
-    return _rebuild(p, body, returns, state=p.state + (name,))
+    return rebuild(p, body, returns, state=p.state + (name,))
 
 
 def drop_state(p: Program, rng: np.random.Generator, limits: Limits) -> Program | None:
@@ -286,7 +273,7 @@ def drop_state(p: Program, rng: np.random.Generator, limits: Limits) -> Program 
     body, _ = _substitute_reads(p, 0, name, 0.0)
     # the slot's later assignments become plain variables; its return goes
     returns = list(p.returns[:1 + k]) + list(p.returns[2 + k:])
-    return _rebuild(p, body, returns, state=p.state[:k] + p.state[k + 1:],
+    return rebuild(p, body, returns, state=p.state[:k] + p.state[k + 1:],
                     slot_shapes=tuple(x for x in p.slot_shapes if x[0] != name))
 
 

@@ -26,13 +26,14 @@ from dataclasses import replace
 
 import numpy as np
 from optforge.dsl.context import CONTEXT_INPUTS, SCALAR_CONTEXT
-from optforge.dsl.ir import INPUTS, SCALAR_INPUTS, Program, Stmt, renumber_temps, temp_name
+from optforge.dsl.ir import INPUTS, SCALAR_INPUTS, Program, Stmt, temp_name
 from optforge.dsl.ops import OPS, OpKind
 from optforge.dsl.slots import SlotShape
 
 from optforge import dsl
 
 from .mutation_defaults import Limits
+from .program_edits import fresh_name, rebuild
 
 __all__ = ["REACH_MUTATIONS", "tensor_sites", "read_context", "globalize",
            "clip_global_norm", "sharpness", "factor_state"]
@@ -74,12 +75,6 @@ def _temp(p: Program, j: int) -> str:
     return temp_name(len(p.body) + 1000 + j)
 
 
-def _rebuild(p: Program, body, returns=None, **changes) -> Program:
-    q = replace(p, body=tuple(body), returns=tuple(p.returns if returns is None else returns),
-                origin=None, **changes)
-    return renumber_temps(q)
-
-
 def read_context(p: Program, rng: np.random.Generator, limits: Limits) -> Program | None:
     sites = tensor_sites(p)
     if not sites:
@@ -93,7 +88,7 @@ def read_context(p: Program, rng: np.random.Generator, limits: Limits) -> Progra
     args[k] = str(rng.choice(choices))
     body = list(p.body)
     body[i] = Stmt(s.target, s.op, tuple(args))
-    return _rebuild(p, body)
+    return rebuild(p, body)
 
 
 def _global_form(p: Program, s: Stmt) -> list[Stmt] | None:
@@ -120,7 +115,7 @@ def globalize(p: Program, rng: np.random.Generator, limits: Limits) -> Program |
     new = _global_form(p, p.body[i])
     if len(p.body) - 1 + len(new) > limits.max_statements:
         return None
-    return _rebuild(p, list(p.body[:i]) + new + list(p.body[i + 1:]))
+    return rebuild(p, list(p.body[:i]) + new + list(p.body[i + 1:]))
 
 
 def _replace_gradient(p: Program, prefix: list[Stmt], name: str) -> Program:
@@ -129,22 +124,14 @@ def _replace_gradient(p: Program, prefix: list[Stmt], name: str) -> Program:
     body = [Stmt(s.target, s.op, tuple(name if a == "g" else a for a in s.args))
             for s in p.body]
     returns = [name if a == "g" else a for a in p.returns]
-    return _rebuild(p, prefix + body, returns)
-
-
-def _fresh(p: Program, stem: str) -> str:
-    used = set(p.params) | {s.target for s in p.body}
-    k = 1
-    while f"{stem}{k}" in used:
-        k += 1
-    return f"{stem}{k}"
+    return rebuild(p, prefix + body, returns)
 
 
 def clip_global_norm(p: Program, rng: np.random.Generator, limits: Limits) -> Program | None:
     if len(p.body) + 5 > limits.max_statements:
         return None
     c = _round_sig(10 ** rng.uniform(-1, 1))
-    t, name = [_temp(p, j) for j in range(4)], _fresh(p, "gc")
+    t, name = [_temp(p, j) for j in range(4)], fresh_name(p, "gc")
     prefix = [Stmt(t[0], "global_norm", ("g",)), Stmt(t[1], "add", (t[0], 1e-6)),
               Stmt(t[2], "div", (c, t[1])), Stmt(t[3], "min", (t[2], 1.0)),
               Stmt(name, "mul", ("g", t[3]))]
@@ -157,7 +144,7 @@ def sharpness(p: Program, rng: np.random.Generator, limits: Limits) -> Program |
     if any(OPS[s.op].kind is OpKind.GRADIENT for s in p.body):
         return None  # one second gradient per step at most: each costs a pass
     rho = _round_sig(0.05 * 2.0 ** rng.normal())
-    t, name = [_temp(p, j) for j in range(4)], _fresh(p, "gs")
+    t, name = [_temp(p, j) for j in range(4)], fresh_name(p, "gs")
     prefix = [Stmt(t[0], "global_norm", ("g",)), Stmt(t[1], "add", (t[0], 1e-12)),
               Stmt(t[2], "div", ("g", t[1])), Stmt(t[3], "mul", (rho, t[2])),
               Stmt(name, "grad_at", (t[3],))]
